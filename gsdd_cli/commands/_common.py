@@ -1,0 +1,83 @@
+"""Shared pieces of the CLI: error mapping and option aliases so every command spells flags alike."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from gsdd_cli.console import err, out
+from gsdd_cli.errors import GsddError
+
+
+def report_error(e: GsddError) -> None:
+    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+    if e.hint:
+        err.print(f"[yellow]hint:[/] {e.hint}", markup=True, highlight=False, soft_wrap=True)
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a library GsddError into a one-line message and its exit code (no traceback).
+
+    Set GSDD_DEBUG=1 to see the traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GsddError as e:
+            if os.environ.get("GSDD_DEBUG") == "1":
+                raise
+            report_error(e)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout (no rich markup, no wrapping)."""
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device", help="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ..."
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are reproducible).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help="Where datasets live (default: $GSDD_DATA_DIR, else ~/.cache/gsdd/data).",
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Renderer: auto (CUDA op on GPU tensors when built, else reference), cuda, reference.",
+    ),
+]
+
+__all__ = [
+    "handles_errors",
+    "report_error",
+    "print_json",
+    "out",
+    "err",
+    "DeviceOpt",
+    "SeedOpt",
+    "JsonOpt",
+    "QuietOpt",
+    "DataDirOpt",
+    "BackendOpt",
+]

@@ -1,0 +1,100 @@
+"""`gsdd render`: decode a .gsd file to PNG images and/or a class-by-image grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from gsdd_cli.commands._common import BackendOpt, DeviceOpt, QuietOpt, handles_errors, out
+from gsdd_cli.console import make_progress
+from gsdd_cli.devices import resolve_device
+from gsdd_cli.errors import ConfigError
+from gsdd_cli.gsdfile import load_gsd
+from gsdd_cli.imageio import make_grid, safe_name, save_png
+
+
+def parse_selection(spec: Optional[str], limit: int, what: str) -> list[int]:
+    """'0,3,5-7' → [0, 3, 5, 6, 7]; None → all of range(limit)."""
+    if spec is None:
+        return list(range(limit))
+    chosen: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                chosen.extend(range(int(a), int(b) + 1))
+            elif part:
+                chosen.append(int(part))
+    except ValueError:
+        raise ConfigError(f"cannot parse {what} selection {spec!r} (use e.g. 0,3,5-7)") from None
+    bad = [i for i in chosen if not 0 <= i < limit]
+    if bad or not chosen:
+        raise ConfigError(f"{what} selection {spec!r} is out of range 0..{limit - 1}")
+    return sorted(set(chosen))
+
+
+@handles_errors
+def render(
+    file: Path = typer.Argument(..., help="The .gsd file to decode."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Folder for one PNG per image (<class>_<name>_<k>.png)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a class-by-image grid PNG here."),
+    scale: float = typer.Option(1.0, "--scale", help="Render at this multiple of the native resolution (Gaussians are resolution-free)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Classes to render, e.g. 0,3,5-7 (default all)."),
+    images: Optional[str] = typer.Option(None, "--images", help="Images within each class, e.g. 0-9 (default all)."),
+    grid_cols: int = typer.Option(10, "--grid-cols", help="Images per class shown in the grid."),
+    batch: int = typer.Option(256, "--batch", help="Images rendered per call."),
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode a .gsd file to images (pixel space, clipped to [0, 1] for PNG).
+
+    Examples:
+      gsdd render c10.gsd --png out/
+      gsdd render c10.gsd --grid grid.png --scale 4 --images 0-9
+    """
+    if png is None and grid is None:
+        raise ConfigError("nothing to write: give --png FOLDER and/or --grid FILE.png")
+    if scale <= 0 or scale > 64:
+        raise ConfigError(f"--scale must be in (0, 64], got {scale}")
+    if batch < 1 or grid_cols < 1:
+        raise ConfigError("--batch and --grid-cols must be positive")
+    dev = resolve_device(device)
+    gsd = load_gsd(file, device=dev)
+    h = gsd.header
+    cls_sel = parse_selection(classes, h.num_classes, "class")
+    img_sel = parse_selection(images, h.gpc, "image")
+    index = torch.tensor([c * h.gpc + k for c in cls_sel for k in img_sel], dtype=torch.long)
+    if png is not None:
+        png.mkdir(parents=True, exist_ok=True)
+    grid_rows: dict[int, list[torch.Tensor]] = {c: [] for c in cls_sel}
+    written = 0
+    with make_progress(quiet) as progress, torch.no_grad():
+        task = progress.add_task("rendering", total=len(index), info="")
+        for start in range(0, len(index), batch):
+            idx = index[start : start + batch]
+            imgs = gsd.images.render(idx, scale=scale, backend=backend).cpu()
+            for g, img in zip(idx.tolist(), imgs):
+                c, k = divmod(g, h.gpc)
+                if png is not None:
+                    save_png(img, png / f"{c:03d}_{safe_name(h.class_names[c])}_{k:04d}.png")
+                    written += 1
+                if grid is not None and len(grid_rows[c]) < grid_cols:
+                    grid_rows[c].append(img)
+            progress.update(task, advance=len(idx))
+    if grid is not None:
+        save_png(make_grid([grid_rows[c] for c in cls_sel]), grid)
+    what = []
+    if png is not None:
+        what.append(f"{written} PNG(s) in {png}")
+    if grid is not None:
+        what.append(f"grid {grid}")
+    out.print(f"wrote {' and '.join(what)} ({h.dataset}, {h.height}×{h.width} × {scale:g})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render)

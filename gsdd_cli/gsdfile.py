@@ -1,0 +1,283 @@
+"""The .gsd file format, version 1 (docs/format.md is the specification).
+
+A .gsd file is a safetensors file: bf16 tensors ``xy`` [G,N,2], ``cholesky`` [G,N,3], ``rgb`` [G,N,C],
+``opacity`` [G,N,1] and an int64 ``labels`` [G], plus a string→string ``__metadata__`` header that
+:class:`GsdHeader` parses and validates. Writes are atomic (temporary file + ``os.replace``); reads
+validate everything and raise :class:`GsdFormatError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gsdd_cli import __version__
+from gsdd_cli.budget import budget_bytes_per_class, bytes_per_gaussian
+from gsdd_cli.errors import GsdFormatError
+from gsdd_cli.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
+
+FORMAT_NAME = "gsdd"
+FORMAT_VERSION = 1
+TENSOR_WIDTHS = {"xy": 2, "cholesky": 3, "opacity": 1}  # rgb: C
+Transform = Literal["zca", "normalize", "none"]
+
+
+class GsdHeader(BaseModel):
+    """Typed view of the ``__metadata__`` strings (JSON values for lists, dicts and numbers)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    gsdd_version: str = __version__
+    created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    dataset: str
+    num_classes: int = Field(gt=0)
+    class_names: list[str]
+    channels: int = Field(gt=0)
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    gpc: int = Field(gt=0)
+    points_per_image: int = Field(gt=0)
+    ipc: int = Field(gt=0)
+    budget_bytes: int = Field(gt=0)
+    payload_bytes: int = Field(gt=0)
+    color_space: Literal["pixel"] = "pixel"
+    value_range: list[float] = [0.0, 1.0]
+    transform: Transform = "none"
+    transform_params: dict[str, Any] = {}
+    antialias: bool = True
+    cholesky_offset: list[float] = list(CHOLESKY_OFFSET)
+    algorithm: str = "none"
+    syn_lr: Optional[float] = None
+    config: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GsdHeader":
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} entries but num_classes is {self.num_classes}"
+            )
+        expected_budget = budget_bytes_per_class(self.ipc, self.channels, self.height, self.width) * self.num_classes
+        if self.budget_bytes != expected_budget:
+            raise ValueError(
+                f"budget_bytes {self.budget_bytes} != ipc·C·H·W·4·classes = {expected_budget}"
+            )
+        expected_payload = self.num_images * self.points_per_image * bytes_per_gaussian(self.channels)
+        if self.payload_bytes != expected_payload:
+            raise ValueError(
+                f"payload_bytes {self.payload_bytes} != images·points·(6+C)·2 = {expected_payload}"
+            )
+        if self.payload_bytes > self.budget_bytes:
+            raise ValueError(
+                f"payload of {self.payload_bytes} bytes exceeds the budget of {self.budget_bytes} bytes"
+            )
+        if list(self.cholesky_offset) != list(CHOLESKY_OFFSET):
+            raise ValueError(f"unsupported cholesky_offset {self.cholesky_offset}")
+        if self.syn_lr is not None and not (math.isfinite(self.syn_lr) and self.syn_lr > 0):
+            raise ValueError(f"syn_lr must be a positive finite number, got {self.syn_lr}")
+        return self
+
+    @property
+    def num_images(self) -> int:
+        return self.gpc * self.num_classes
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flatten to safetensors' string→string map (strings stay raw, everything else JSON)."""
+        md = {}
+        for key, value in self.model_dump().items():
+            md[key] = value if isinstance(value, str) else json.dumps(value)
+        return md
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, str]) -> "GsdHeader":
+        parsed: dict[str, Any] = {}
+        string_fields = {"format", "gsdd_version", "created", "dataset", "color_space", "transform", "algorithm"}
+        for key, raw in md.items():
+            if key in string_fields:
+                parsed[key] = raw
+            else:
+                try:
+                    parsed[key] = json.loads(raw)
+                except json.JSONDecodeError:
+                    if key not in cls.model_fields:
+                        parsed[key] = raw  # unknown extra field from a newer writer: keep as text
+                        continue
+                    raise GsdFormatError(f"header field {key!r} is not valid JSON: {raw[:60]!r}") from None
+        return cls.model_validate(parsed)
+
+
+@dataclass
+class GsdFile:
+    header: GsdHeader
+    images: GaussianImages
+    path: Path | None = None
+
+
+def _fmt_validation(e: ValidationError) -> str:
+    first = e.errors()[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or "header"
+    msg = first.get("msg", "invalid")
+    if first.get("type") == "missing":
+        return f"header is missing required field {loc!r}"
+    return f"header field {loc!r}: {msg}" if loc != "header" else msg
+
+
+def make_header(images: GaussianImages, *, dataset: str, class_names: list[str], ipc: int, **fields: Any) -> GsdHeader:
+    """Header for ``images`` (sizes and byte counts derived from the tensors)."""
+    c, h, w = images.channels, images.height, images.width
+    num_classes = len(class_names)
+    if images.num_images % num_classes:
+        raise GsdFormatError(f"{images.num_images} images cannot be split into {num_classes} classes")
+    try:
+        return GsdHeader(
+            dataset=dataset,
+            num_classes=num_classes,
+            class_names=list(class_names),
+            channels=c,
+            height=h,
+            width=w,
+            gpc=images.num_images // num_classes,
+            points_per_image=images.points,
+            ipc=ipc,
+            budget_bytes=budget_bytes_per_class(ipc, c, h, w) * num_classes,
+            payload_bytes=images.payload_bytes(),
+            antialias=images.antialias,
+            **fields,
+        )
+    except ValidationError as e:
+        raise GsdFormatError(_fmt_validation(e)) from None
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file over ``path`` (same directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_gsd(path: str | Path, images: GaussianImages, header: GsdHeader) -> Path:
+    """Write ``images`` (as bf16) and ``header`` atomically; returns the path."""
+    path = Path(path)
+    _check_images_match(header, images)
+    tensors = images.stored_tensors()
+    for name, t in tensors.items():
+        if not torch.isfinite(t.float()).all():
+            raise GsdFormatError(f"refusing to save: tensor {name!r} contains NaN or Inf")
+    tensors["labels"] = images.labels.detach().cpu().long().contiguous().clone()
+    metadata = header.to_metadata()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def _check_images_match(header: GsdHeader, images: GaussianImages) -> None:
+    got = (images.num_images, images.points, images.channels, images.height, images.width)
+    want = (header.num_images, header.points_per_image, header.channels, header.height, header.width)
+    if got != want:
+        raise GsdFormatError(f"images (G, N, C, H, W) = {got} do not match the header {want}")
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise GsdFormatError(f"{path}: no such file")
+    if not path.is_file():
+        raise GsdFormatError(f"{path}: not a file")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise GsdFormatError(f"{path}: not a valid safetensors file ({detail})") from None
+
+
+def read_header(path: str | Path) -> GsdHeader:
+    """Parse and validate the header only (no tensor data is read)."""
+    path = Path(path)
+    with _open(path) as f:
+        return _header_from(path, f.metadata())
+
+
+def _header_from(path: Path, md: dict[str, str] | None) -> GsdHeader:
+    if not md or md.get("format") != FORMAT_NAME:
+        raise GsdFormatError(
+            f"{path}: not a gsdd file (safetensors without a 'format: {FORMAT_NAME}' header)"
+        )
+    version = md.get("format_version", "")
+    if version != str(FORMAT_VERSION):
+        raise GsdFormatError(
+            f"{path}: unsupported .gsd format version {version!r} (this gsdd reads version {FORMAT_VERSION})",
+            hint="upgrade gsdd" if version.isdigit() and int(version) > FORMAT_VERSION else None,
+        )
+    try:
+        return GsdHeader.from_metadata(md)
+    except ValidationError as e:
+        raise GsdFormatError(f"{path}: {_fmt_validation(e)}") from None
+    except GsdFormatError as e:
+        raise GsdFormatError(f"{path}: {e}") from None
+
+
+def load_gsd(path: str | Path, device: torch.device | str = "cpu", *, quantize: bool = True) -> GsdFile:
+    """Read and validate a .gsd file into fp32 :class:`GaussianImages` on ``device``."""
+    path = Path(path)
+    with _open(path) as f:
+        header = _header_from(path, f.metadata())
+        keys = set(f.keys())
+        required = set(ATTRIBUTES) | {"labels"}
+        missing = sorted(required - keys)
+        if missing:
+            raise GsdFormatError(f"{path}: missing tensor(s) {', '.join(missing)}")
+        try:
+            tensors = {k: f.get_tensor(k) for k in sorted(required)}
+        except Exception as e:
+            raise GsdFormatError(f"{path}: tensor data unreadable or truncated ({str(e)[:100]})") from None
+    g, n, c = header.num_images, header.points_per_image, header.channels
+    for name in ATTRIBUTES:
+        t = tensors[name]
+        width = c if name == "rgb" else TENSOR_WIDTHS[name]
+        if t.dtype != torch.bfloat16:
+            raise GsdFormatError(f"{path}: tensor {name!r} has dtype {t.dtype}, expected bfloat16")
+        if tuple(t.shape) != (g, n, width):
+            raise GsdFormatError(
+                f"{path}: tensor {name!r} has shape {list(t.shape)}, expected {[g, n, width]}"
+            )
+        if not torch.isfinite(t.float()).all():
+            raise GsdFormatError(f"{path}: tensor {name!r} contains NaN or Inf")
+    labels = tensors["labels"]
+    if labels.dtype not in (torch.int64, torch.int32) or tuple(labels.shape) != (g,):
+        raise GsdFormatError(
+            f"{path}: tensor 'labels' must be int64 of shape [{g}], got {labels.dtype} {list(labels.shape)}"
+        )
+    expected = torch.arange(header.num_classes).repeat_interleave(header.gpc)
+    if not torch.equal(labels.long(), expected):
+        raise GsdFormatError(
+            f"{path}: labels are not class-major ({header.gpc} images of class 0, then class 1, ...)"
+        )
+    stored = sum(tensors[a].numel() * 2 for a in ATTRIBUTES)
+    if stored != header.payload_bytes:
+        raise GsdFormatError(f"{path}: stored parameters take {stored} bytes, header says {header.payload_bytes}")
+    flat = {a: tensors[a].float().reshape(g * n, -1) for a in ATTRIBUTES}
+    images = GaussianImages(
+        flat["xy"], flat["cholesky"], flat["rgb"], flat["opacity"], labels.long(),
+        header.height, header.width, quantize=quantize, antialias=header.antialias,
+    )
+    return GsdFile(header=header, images=images.to(device), path=path)

@@ -1,0 +1,41 @@
+"""Writing rendered images: PNG files and class-by-image grids (atomic writes)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gsdd_cli.gsdfile import atomic_write
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[C, H, W] pixel-space tensor → [H, W] or [H, W, 3] uint8 (values clipped to [0, 1])."""
+    arr = img.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    if arr.shape[0] == 1:
+        return arr[0].numpy()
+    return arr.permute(1, 2, 0).numpy()
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    pil = Image.fromarray(to_uint8(img))
+    atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "class"
+
+
+def make_grid(rows: list[list[torch.Tensor]], pad: int = 1) -> torch.Tensor:
+    """Tile a list of rows of [C, H, W] images into one [C, H', W'] image (white padding)."""
+    c, h, w = rows[0][0].shape
+    ncols = max(len(r) for r in rows)
+    grid = torch.ones(c, len(rows) * (h + pad) + pad, ncols * (w + pad) + pad)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[:, y : y + h, x : x + w] = img.detach().float().cpu().clamp(0, 1)
+    return grid
