@@ -68,15 +68,15 @@ def budget(
         return
     table = Table(
         title=f"Budget: IPC {ipc} × {c}×{h}×{w} fp32 = {chosen.budget_per_class:,} bytes per class, {k} classes",
-        caption=f"Gaussian = {B.bytes_per_gaussian(c)} bytes ({B.params_per_gaussian(c)} bf16 params)",
+        caption=f"★ = {source} choice; one Gaussian = {B.bytes_per_gaussian(c)} bytes "
+        f"({B.params_per_gaussian(c)} bf16 params); budget {chosen.budget_bytes:,} bytes in all",
     )
-    for col in ("", "GPC", "points/image", "images", "bytes used", "budget bytes", "utilisation"):
+    for col in ("", "GPC", "points", "images", "bytes used", "used"):
         table.add_column(col, justify="right")
     for p in plans:
-        mark = f"★ {source}" if p is chosen else ""
         table.add_row(
-            mark, str(p.gpc), str(p.points), f"{p.num_images:,}", f"{p.used_bytes:,}",
-            f"{p.budget_bytes:,}", f"{p.utilisation:.1%}",
+            "★" if p is chosen else "", str(p.gpc), str(p.points), f"{p.num_images:,}",
+            f"{p.used_bytes:,}", f"{p.utilisation:.1%}",
         )
     out.print(table)
 
