@@ -21,8 +21,12 @@ from gsdd_cli.errors import GsddError
 # Order here is the order in `gsdd --help`.
 COMMAND_MODULES = [
     "budget",
+    "init",
+    "distill",
+    "experts",
     "render",
     "info",
+    "eval",
 ]
 
 app = typer.Typer(

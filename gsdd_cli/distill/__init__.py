@@ -1,0 +1,44 @@
+"""Distillation of a dataset into Gaussian images: trajectory (TM), distribution (DM) and gradient (DC)
+matching, plus the expert trajectories TM needs. Library only; the CLI lives in gsdd_cli.commands.
+
+    from gsdd_cli.distill import build_config, distill
+    cfg = build_config("digits", flags={"algo": "dm", "ipc": 1, "out": "digits.gsd"})
+    result = distill(cfg)
+"""
+
+from gsdd_cli.distill.config import ALGORITHMS, DistillConfig, build_config, spec_defaults
+from gsdd_cli.distill.experts import (
+    ExpertBuffers,
+    ExpertsConfig,
+    ExpertsResult,
+    ExpertStep,
+    make_experts_config,
+    train_experts,
+)
+from gsdd_cli.distill.loop import (
+    DistillInterrupted,
+    DistillResult,
+    DistillStep,
+    distill,
+    load_checkpoint,
+    run_paths,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "DistillConfig",
+    "DistillInterrupted",
+    "DistillResult",
+    "DistillStep",
+    "ExpertBuffers",
+    "ExpertStep",
+    "ExpertsConfig",
+    "ExpertsResult",
+    "build_config",
+    "distill",
+    "load_checkpoint",
+    "make_experts_config",
+    "run_paths",
+    "spec_defaults",
+    "train_experts",
+]

@@ -1,0 +1,358 @@
+"""Expert trajectories for trajectory matching (SPEC §5.1, MTT's buffer protocol).
+
+Each expert is a freshly initialised network (the distillation network of the dataset) trained on the
+real training set in network space (ZCA for CIFAR, normalisation otherwise: the TM default transform)
+with SGD (lr 0.01, momentum 0, weight decay 0), batch 256, DSA on every batch (non-Siamese), no lr
+decay, cross-entropy. The flattened parameter vector (``torch.cat`` of ``net.parameters()`` in order)
+is recorded at initialisation and after every epoch: ``epochs + 1`` snapshots.
+
+Storage: one safetensors file per expert, ``expert_0000.safetensors`` … with one float32 tensor
+``trajectory`` [epochs + 1, P] and string metadata, written atomically; plus ``manifest.json`` that
+records the settings. Re-running the same command skips experts whose file is complete (resume); a
+folder made with different settings is refused. Under ``torchrun`` rank r trains experts r, r + W, …
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gsdd_cli.data.augment import DSA_STRATEGY, dsa
+from gsdd_cli.distill.common import barrier, derive_seed, init_distributed, rank_device, seed_everything
+from gsdd_cli.errors import ConfigError, DataError
+from gsdd_cli.gsdfile import atomic_write
+
+MANIFEST = "manifest.json"
+FORMAT = "gsdd-experts"
+FORMAT_VERSION = 1
+# settings that must agree between a folder's manifest and a run that adds to it
+COMPAT_KEYS = ("dataset", "model", "transform", "epochs", "lr", "momentum", "weight_decay", "batch", "dsa",
+               "dsa_strategy", "seed", "param_count")
+DEFAULT_NUM, DEFAULT_EPOCHS = 100, 50
+DIGITS_NUM, DIGITS_EPOCHS = 5, 10
+
+
+class ExpertsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    out: str
+    num: int = Field(DEFAULT_NUM, gt=0)
+    epochs: int = Field(DEFAULT_EPOCHS, gt=0)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch: int = Field(256, gt=0)
+    model: str = "convnet"
+    transform: Optional[Literal["zca", "normalize", "none"]] = None
+    dsa: bool = True
+    dsa_strategy: str = DSA_STRATEGY
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Optional[str] = None
+
+
+def default_counts(dataset: str) -> tuple[int, int]:
+    """(number of experts, epochs): the spec's 100 × 50, or 5 × 10 for the small `digits` set."""
+    return (DIGITS_NUM, DIGITS_EPOCHS) if Path(str(dataset)).name.lower() == "digits" else (DEFAULT_NUM, DEFAULT_EPOCHS)
+
+
+def make_experts_config(**kwargs) -> ExpertsConfig:
+    """Build an :class:`ExpertsConfig` (``None`` values mean "default"); errors become ConfigError."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if "dataset" in given:
+        num, epochs = default_counts(given["dataset"])
+        given.setdefault("num", num)
+        given.setdefault("epochs", epochs)
+    try:
+        return ExpertsConfig(**given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ())) or "config"
+        raise ConfigError(f"invalid experts setting {loc}: {first.get('msg', 'invalid').removeprefix('Value error, ')}") from None
+
+
+@dataclass
+class ExpertStep:
+    expert: int  # index of the expert being trained
+    done: int  # experts finished by this process so far (including skipped)
+    total: int  # experts this process is responsible for
+    epoch: int  # 1 … epochs (0: skipped, already complete)
+    epochs: int
+    loss: float
+    train_acc: float
+    test_acc: Optional[float] = None
+
+
+@dataclass
+class ExpertsResult:
+    out: Path
+    trained: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    test_acc: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def expert_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"expert_{index:04d}.safetensors"
+
+
+def flat_params(net: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).float().cpu()
+
+
+def param_layout(net: torch.nn.Module) -> tuple[list[str], list[list[int]]]:
+    names, shapes = [], []
+    for n, p in net.named_parameters():
+        names.append(n)
+        shapes.append(list(p.shape))
+    return names, shapes
+
+
+def _read_meta(path: Path) -> dict[str, str] | None:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception:
+        return None
+
+
+def _complete(path: Path, epochs: int, count: int) -> tuple[bool, Optional[float]]:
+    """Is ``path`` a finished trajectory of ``epochs`` + 1 snapshots of ``count`` parameters?"""
+    if not path.is_file():
+        return False, None
+    md = _read_meta(path)
+    if not md or md.get("format") != "gsdd-expert":
+        return False, None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            shape = f.get_slice("trajectory").get_shape()
+    except Exception:
+        return False, None
+    ok = list(shape) == [epochs + 1, count]
+    acc = md.get("test_acc")
+    return ok, (float(acc) if acc not in (None, "", "null") else None)
+
+
+def _manifest(cfg: ExpertsConfig, transform: str, transform_params: dict, names, shapes, count: int, experts) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "transform": transform,
+        "transform_params": transform_params,
+        "epochs": cfg.epochs,
+        "num_requested": cfg.num,
+        "lr": cfg.lr,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "batch": cfg.batch,
+        "dsa": cfg.dsa,
+        "dsa_strategy": cfg.dsa_strategy,
+        "seed": cfg.seed,
+        "param_count": count,
+        "param_names": names,
+        "param_shapes": shapes,
+        "experts": experts,
+    }
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_manifest(folder: Path | str) -> dict:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ConfigError(f"expert folder {folder} does not exist", hint=f"create it with: gsdd experts DATASET --out {folder}")
+    if not path.is_file():
+        raise ConfigError(f"{folder} is not an expert folder (no {MANIFEST})",
+                          hint=f"create it with: gsdd experts DATASET --out {folder}")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e.msg})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a gsdd experts manifest")
+    return m
+
+
+def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None) -> ExpertsResult:
+    """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``."""
+    from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
+    from gsdd_cli.data.transforms import apply_in_batches
+    from gsdd_cli.devices import resolve_device
+    from gsdd_cli.evaluate import test_accuracy
+    from gsdd_cli.models import get_model
+
+    t_start = time.perf_counter()
+    info = init_distributed(cfg.device)
+    device = rank_device(resolve_device(cfg.device), info)
+    out = Path(cfg.out)
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    kind = cfg.transform or default_transform_kind(ds.name, "tm")
+    tf = make_transform(ds, kind)
+    probe = get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width)
+    names, shapes = param_layout(probe)
+    count = sum(p.numel() for p in probe.parameters())
+    manifest = _manifest(cfg, kind, tf.describe(), names, shapes, count, [])
+    if (out / MANIFEST).is_file():
+        old = read_manifest(out)
+        diff = [k for k in COMPAT_KEYS if old.get(k) != manifest.get(k)]
+        if diff:
+            k = diff[0]
+            raise ConfigError(
+                f"{out} holds experts made with {k}={old.get(k)!r}, this run asks for {manifest.get(k)!r}",
+                hint="use another --out folder, or the same settings to add experts",
+            )
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        existing = [e for e in _scan(out, cfg.epochs, count, max(cfg.num, _count_files(out)))]
+        manifest["experts"] = existing
+        _write_json(out / MANIFEST, manifest)
+    barrier(info)
+
+    x = apply_in_batches(tf, ds.x_train, device)
+    y = ds.y_train.to(device)
+    test_x = apply_in_batches(tf, ds.x_test, device)
+    test_y = ds.y_test.to(device)
+    mine = list(range(info.rank, cfg.num, info.world))
+    result = ExpertsResult(out=out)
+    n = x.shape[0]
+    for done, i in enumerate(mine):
+        path = expert_path(out, i)
+        ok, acc = _complete(path, cfg.epochs, count)
+        if ok:
+            result.skipped.append(i)
+            if acc is not None:
+                result.test_acc[i] = acc
+            if on_step:
+                on_step(ExpertStep(i, done + 1, len(mine), 0, cfg.epochs, float("nan"), float("nan"), acc))
+            continue
+        seed_everything(derive_seed(cfg.seed, "expert", i))
+        net = get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width).to(device)
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        snapshots = [flat_params(net)]
+        for ep in range(cfg.epochs):
+            perm = torch.randperm(n, device=device)
+            loss_sum, correct = 0.0, 0
+            for s in range(0, n, cfg.batch):
+                idx = perm[s : s + cfg.batch]
+                xb, yb = x[idx], y[idx]
+                if cfg.dsa:
+                    xb = dsa(xb, cfg.dsa_strategy, seed=-1)
+                outp = net(xb)
+                loss = F.cross_entropy(outp, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * yb.shape[0]
+                correct += int((outp.detach().argmax(1) == yb).sum())
+            snapshots.append(flat_params(net))
+            last = ep + 1 == cfg.epochs
+            acc = test_accuracy(net, test_x, test_y) if last else None
+            if on_step:
+                on_step(ExpertStep(i, done + (1 if last else 0), len(mine), ep + 1, cfg.epochs,
+                                   loss_sum / n, correct / n, acc))
+        traj = torch.stack(snapshots).contiguous()
+        if not torch.isfinite(traj).all():
+            raise DataError(f"expert {i} diverged (NaN/Inf parameters); try a smaller --lr")
+        md = {
+            "format": "gsdd-expert", "format_version": str(FORMAT_VERSION), "dataset": cfg.dataset,
+            "model": cfg.model, "transform": kind, "epochs": str(cfg.epochs), "index": str(i),
+            "seed": str(cfg.seed), "test_acc": f"{acc:.6f}", "param_count": str(count),
+        }
+        atomic_write(path, lambda tmp: save_file({"trajectory": traj}, tmp, metadata=md))
+        result.trained.append(i)
+        result.test_acc[i] = float(acc)
+    barrier(info)
+    if info.is_main:
+        manifest["experts"] = _scan(out, cfg.epochs, count, max(cfg.num, _count_files(out)))
+        _write_json(out / MANIFEST, manifest)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _count_files(folder: Path) -> int:
+    return len(list(Path(folder).glob("expert_*.safetensors")))
+
+
+def _scan(folder: Path, epochs: int, count: int, upto: int) -> list[dict]:
+    found = []
+    for p in sorted(Path(folder).glob("expert_*.safetensors")):
+        try:
+            i = int(p.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        ok, acc = _complete(p, epochs, count)
+        if ok:
+            found.append({"index": i, "file": p.name, "test_acc": acc})
+    return found
+
+
+class ExpertBuffers:
+    """Read access to an expert folder: ``get(expert, epoch)`` → flat parameter vector [P]."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        self.epochs = int(self.manifest["epochs"])
+        self.param_count = int(self.manifest["param_count"])
+        self.files = [self.folder / e["file"] for e in self.manifest.get("experts", [])
+                      if (self.folder / e["file"]).is_file()]
+        if not self.files:
+            raise ConfigError(f"{self.folder} holds no finished expert trajectories",
+                              hint=f"train some with: gsdd experts {self.manifest.get('dataset', 'DATASET')} --out {self.folder}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, expert: int, epoch: int) -> torch.Tensor:
+        if not 0 <= epoch <= self.epochs:
+            raise ConfigError(f"epoch {epoch} is outside the expert trajectories (0 … {self.epochs})")
+        with safe_open(str(self.files[expert]), framework="pt", device="cpu") as f:
+            return f.get_slice("trajectory")[epoch].clone()
+
+    def check(self, *, dataset: str, model: str, transform: str, param_count: int, needed_epoch: int) -> None:
+        """Refuse buffers that do not fit the distillation run (one-line ConfigError)."""
+        m = self.manifest
+        for key, want in (("dataset", dataset), ("model", model), ("transform", transform)):
+            if str(m.get(key)).lower() != str(want).lower():
+                raise ConfigError(f"experts in {self.folder} were trained with {key} {m.get(key)!r}, "
+                                  f"this run uses {want!r}")
+        if self.param_count != param_count:
+            raise ConfigError(f"experts in {self.folder} have {self.param_count} parameters, the "
+                              f"{model} network of this run has {param_count}")
+        if needed_epoch > self.epochs:
+            raise ConfigError(
+                f"max_start_epoch + expert_epochs = {needed_epoch} exceeds the {self.epochs} epochs of the "
+                f"experts in {self.folder}",
+                hint="lower --max-start-epoch/--expert-epochs or train longer experts",
+            )
+
+
+__all__ = [
+    "ExpertBuffers",
+    "ExpertStep",
+    "ExpertsConfig",
+    "ExpertsResult",
+    "default_counts",
+    "expert_path",
+    "flat_params",
+    "make_experts_config",
+    "read_manifest",
+    "train_experts",
+]

@@ -1,0 +1,111 @@
+"""`gsdd distill` / `gsdd experts` through the CLI: outputs, one-line errors and exit codes."""
+
+import json
+
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from gsdd_cli.cli import app
+
+FAST = ["--device", "cpu", "--backend", "reference", "--init-steps", "10", "-q"]
+
+
+def _run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def _one_line_error(res, code, text):
+    assert res.exit_code == code, (res.exit_code, res.output)
+    lines = [l for l in res.output.splitlines() if l.strip()]
+    assert lines[0].startswith("error:") and text in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_distill_cli_writes_outputs(tmp_path):
+    out = tmp_path / "d.gsd"
+    res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "2", "--batch-real", "8",
+               "--eval-every", "2", "--eval-epochs", "1", "--out", str(out), "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["iterations"] == 2 and len(summary["evals"]) == 1
+    assert 0 <= summary["evals"][0]["mean"] <= 1
+    with safe_open(str(out), framework="pt") as f:
+        md = f.metadata()
+    assert md["algorithm"] == "dm"
+    resolved = json.loads((tmp_path / "d.gsd.config.json").read_text())
+    assert resolved["batch_real"] == 8 and resolved["transform"] == "normalize"
+    assert json.loads(md["config"])["batch_real"] == 8
+    log = [json.loads(l) for l in (tmp_path / "d.gsd.log.jsonl").read_text().splitlines()]
+    assert any(r["event"] == "eval" for r in log)
+
+
+def test_distill_cli_from_init_file_and_config_file(tmp_path):
+    init = tmp_path / "init.gsd"
+    res = _run("init", "digits", "--ipc", "1", "--steps", "5", "--out", str(init), "--backend", "reference", "-q")
+    assert res.exit_code == 0, res.output
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("algo: dc\nipc: 1\niterations: 1\nbatch_real: 4\n")
+    out = tmp_path / "dc.gsd"
+    res = _run("distill", "digits", "--config", str(cfg), "--init", str(init), "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    resolved = json.loads((tmp_path / "dc.gsd.config.json").read_text())
+    assert resolved["algo"] == "dc" and resolved["init"] == str(init) and resolved["iterations"] == 1
+
+
+def test_distill_cli_errors(tmp_path):
+    out = str(tmp_path / "x.gsd")
+    _one_line_error(_run("distill", "digits", "--algo", "xm", "--ipc", "1", "--out", out), 3, "unknown algorithm")
+    _one_line_error(_run("distill", "nosuchset", "--algo", "dm", "--ipc", "1", "--out", out), 7, "unknown dataset")
+    _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--out", out), 3, "--buffers")
+    bad = tmp_path / "bad.gsd"
+    bad.write_bytes(b"not a safetensors file at all")
+    _one_line_error(_run("distill", "digits", "--algo", "dm", "--ipc", "1", "--init", str(bad), "--out", out), 4,
+                    "bad.gsd")
+    _one_line_error(_run("distill", "digits", "--algo", "dm", "--ipc", "1", "--out", out, "--resume"), 3,
+                    "no checkpoint")
+    cfg = tmp_path / "extra.json"
+    cfg.write_text('{"algo": "dm", "ipc": 1, "colour": "red"}')
+    _one_line_error(_run("distill", "digits", "--config", str(cfg), "--out", out), 3, "colour")
+    _one_line_error(_run("distill", "digits", "--algo", "dm", "--out", out), 3, "--ipc")
+    _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--buffers", str(tmp_path), "--out", out,
+                         *FAST), 3, "manifest")
+
+
+def test_distill_cli_interrupt_exit_code(tmp_path, monkeypatch):
+    import gsdd_cli.distill.loop as loop
+
+    out = tmp_path / "i.gsd"
+    original = loop._methods
+
+    def interrupting():
+        methods = original()
+        base = methods["dm"]
+
+        class Interrupting(base):
+            def step(self, iteration):
+                metrics = super().step(iteration)
+                if iteration == 1:
+                    raise KeyboardInterrupt  # as a second Ctrl-C mid-run would
+                return metrics
+
+        return {**methods, "dm": Interrupting}
+
+    monkeypatch.setattr(loop, "_methods", interrupting)
+    res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
+               "--save-every", "1", "--out", str(out), *FAST)
+    assert res.exit_code == 130, res.output
+    assert "--resume" in res.output and "i.gsd.ckpt" in res.output
+    monkeypatch.setattr(loop, "_methods", original)
+    res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
+               "--save-every", "1", "--out", str(out), "--resume", *FAST)
+    assert res.exit_code == 0, res.output and out.exists()
+
+
+def test_experts_cli(tiny_npz, tmp_path):
+    out = tmp_path / "buf"
+    res = _run("experts", tiny_npz, "--num", "1", "--epochs", "1", "--batch", "16", "--out", str(out), "--device",
+               "cpu", "-q", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["trained"] == [0]
+    assert (out / "expert_0000.safetensors").is_file() and (out / "manifest.json").is_file()
+    _one_line_error(_run("experts", tiny_npz, "--num", "0", "--out", str(out)), 3, "num")
