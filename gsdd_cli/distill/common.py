@@ -148,6 +148,17 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def shutdown_distributed(info: DistInfo) -> None:
+    """Wait for every rank, then tear the process group down before the interpreter exits.
+
+    Leaving a gloo group to die at interpreter exit can abort (SIGABRT) a rank whose peer has
+    already gone; an explicit destroy after a final barrier exits cleanly.
+    """
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # ------------------------------------------------------------------------------------ run context
 @dataclass
 class Context:
@@ -228,6 +239,7 @@ __all__ = [
     "all_reduce_grads",
     "any_rank",
     "barrier",
+    "shutdown_distributed",
     "broadcast_params",
     "derive_seed",
     "draw_seed",

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gsdd_cli.data.augment import DSA_STRATEGY, dsa
-from gsdd_cli.distill.common import barrier, derive_seed, init_distributed, rank_device, seed_everything
+from gsdd_cli.distill.common import (
+    barrier,
+    derive_seed,
+    init_distributed,
+    rank_device,
+    seed_everything,
+    shutdown_distributed,
+)
 from gsdd_cli.errors import ConfigError, DataError
 from gsdd_cli.gsdfile import atomic_write
 
@@ -278,10 +286,17 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
         atomic_write(path, lambda tmp: save_file({"trajectory": traj}, tmp, metadata=md))
         result.trained.append(i)
         result.test_acc[i] = float(acc)
+    if info.enabled:  # every rank reports what it trained or skipped, so rank 0 can show all of it
+        parts: list = [None] * info.world
+        dist.all_gather_object(parts, (result.trained, result.skipped, result.test_acc))
+        result.trained = sorted(i for t, _, _ in parts for i in t)
+        result.skipped = sorted(i for _, sk, _ in parts for i in sk)
+        result.test_acc = {i: a for _, _, accs in parts for i, a in accs.items()}
     barrier(info)
     if info.is_main:
         manifest["experts"] = _scan(out, cfg.epochs, count, max(cfg.num, _count_files(out)))
         _write_json(out / MANIFEST, manifest)
+    shutdown_distributed(info)
     result.seconds = time.perf_counter() - t_start
     return result
 

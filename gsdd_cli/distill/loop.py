@@ -35,6 +35,7 @@ from gsdd_cli.distill.common import (
     derive_seed,
     init_distributed,
     rank_device,
+    shutdown_distributed,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -412,7 +413,7 @@ def distill(
         log.write({"event": "end", "iteration": done, "seconds": round(result.seconds, 3),
                    "total_seconds": round(time.perf_counter() - t_start, 3), "syn_lr": result.syn_lr})
     log.close()
-    barrier(dinfo)
+    shutdown_distributed(dinfo)
     return result
 
 
