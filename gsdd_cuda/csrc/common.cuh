@@ -42,6 +42,41 @@ __device__ __forceinline__ int clamp_tile(float v, int hi) {
   return static_cast<int>(t);
 }
 
+// Where the thread of a raster block sits: blockIdx.x = image·tiles_per_image + local tile (the
+// global tile id of SPEC §2.5), one thread per pixel, plus the pixel's sub-sample coordinates
+// {col + ¼, col + ¾} × {row + ¼, row + ¾} (AA) or the pixel centre. Shared by forward and backward.
+template <bool AA>
+struct PixelSite {
+  static constexpr int S = AA ? 2 : 1;  // sub-samples per axis
+  int64_t b;                            // image
+  int tile_x, tile_y, col, row;
+  bool inside;                          // false for threads of a partial tile beyond the image
+  float sx[S], sy[S];
+
+  __device__ __forceinline__ PixelSite(int tiles_x, int tiles_y, int height, int width) {
+    const int tiles_per_image = tiles_x * tiles_y;
+    b = blockIdx.x / tiles_per_image;
+    const int t = static_cast<int>(blockIdx.x - b * tiles_per_image);
+    tile_x = t % tiles_x;
+    tile_y = t / tiles_x;
+    col = tile_x * kTile + threadIdx.x;
+    row = tile_y * kTile + threadIdx.y;
+    inside = col < width && row < height;
+#pragma unroll
+    for (int k = 0; k < S; ++k) {
+      const float off = AA ? (k == 0 ? 0.25f : 0.75f) : 0.5f;
+      sx[k] = static_cast<float>(col) + off;
+      sy[k] = static_cast<float>(row) + off;
+    }
+  }
+
+  // Offset of this pixel in channel plane `channel` of a [B, C, H, W] tensor.
+  __device__ __forceinline__ int64_t offset(int channels, int channel, int height, int width) const {
+    return (b * channels + channel) * (static_cast<int64_t>(height) * width) +
+           static_cast<int64_t>(row) * width + col;
+  }
+};
+
 // SPEC §2.1-2.3, same operation order as reference.project(). Returns false for non-finite
 // Gaussians (they are skipped; the reference's NaN box also masks them out).
 __device__ __forceinline__ bool project_gaussian(float x, float y, float l11, float l21, float l22,

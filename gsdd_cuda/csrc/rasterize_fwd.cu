@@ -33,27 +33,15 @@ __global__ void __launch_bounds__(kBlock)
   __shared__ float s_c[kBlock * CB];
   __shared__ int s_warp_count[kWarps];
 
-  const int tiles_per_image = tiles_x * tiles_y;
-  const int64_t b = blockIdx.x / tiles_per_image;
-  const int t = static_cast<int>(blockIdx.x - b * tiles_per_image);
-  const int tile_x = t % tiles_x;
-  const int tile_y = t / tiles_x;
+  const PixelSite<AA> site(tiles_x, tiles_y, height, width);
+  const int64_t b = site.b;
   const int c0 = blockIdx.y * CB;
   const int cn = min(CB, channels - c0);
-  const int col = tile_x * kTile + threadIdx.x;
-  const int row = tile_y * kTile + threadIdx.y;
-  const bool inside = col < width && row < height;
+  const bool inside = site.inside;
   const float filter_var = AA ? kFilterVar : 0.0f;
-
-  // Sub-sample coordinates: {col + ¼, col + ¾} × {row + ¼, row + ¾}, or the pixel centre.
-  constexpr int S = AA ? 2 : 1;
-  float sx[S], sy[S];
-#pragma unroll
-  for (int k = 0; k < S; ++k) {
-    const float off = AA ? (k == 0 ? 0.25f : 0.75f) : 0.5f;
-    sx[k] = static_cast<float>(col) + off;
-    sy[k] = static_cast<float>(row) + off;
-  }
+  constexpr int S = PixelSite<AA>::S;
+  const float (&sx)[S] = site.sx;
+  const float (&sy)[S] = site.sy;
 
   float acc[CB];
 #pragma unroll
@@ -67,7 +55,7 @@ __global__ void __launch_bounds__(kBlock)
   };
 
   for (int base = 0; base < n; base += kBlock) {
-    const int count = load_chunk(xy, chol, opacity, b, n, base, tile_x, tile_y, height, width,
+    const int count = load_chunk(xy, chol, opacity, b, n, base, site.tile_x, site.tile_y, height, width,
                                  filter_var, tiles_x, tiles_y, s_warp_count, store);
     if (!inside) continue;  // still took part in the loads and barriers above
     for (int j = 0; j < count; ++j) {
@@ -103,11 +91,9 @@ __global__ void __launch_bounds__(kBlock)
 
   if (inside) {
     const float scale = AA ? 0.25f : 1.0f;  // mean over the sub-samples
-    const int64_t plane = static_cast<int64_t>(height) * width;
-    const int64_t pix = static_cast<int64_t>(row) * width + col;
 #pragma unroll
     for (int k = 0; k < CB; ++k) {
-      if (k < cn) out[(b * channels + c0 + k) * plane + pix] = acc[k] * scale;
+      if (k < cn) out[site.offset(channels, c0 + k, height, width)] = acc[k] * scale;
     }
   }
 }
