@@ -219,6 +219,37 @@ def test_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch:
     return correct / max(1, x.shape[0])
 
 
+def train_epoch(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,  # [N, C, H, W] network space
+    labels: torch.Tensor,  # [N]
+    batch_size: int,
+    dsa_strategy: str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[float, float]:
+    """One pass in a random order with cross-entropy and (non-Siamese) DSA on every batch.
+
+    Returns (mean training loss, training accuracy). Shared by evaluation and expert training.
+    """
+    n = images.shape[0]
+    perm = torch.randperm(n, device=images.device)
+    loss_sum, correct = 0.0, 0
+    for s in range(0, n, batch_size):
+        idx = perm[s : s + batch_size]
+        x, y = images[idx], labels[idx]
+        if dsa_strategy:
+            x = dsa(x, dsa_strategy, seed=-1)
+        out = net(x.contiguous(memory_format=memory_format))
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * y.shape[0]
+        correct += int((out.detach().argmax(1) == y).sum())
+    return loss_sum / max(1, n), correct / max(1, n)
+
+
 def _make_optimizer(net: torch.nn.Module, st: EvalSettings, lr: float) -> torch.optim.Optimizer:
     if st.optimizer == "sgd":
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=st.momentum, weight_decay=st.weight_decay)
@@ -234,7 +265,6 @@ def _train_one(run: int, images, labels, test_x, test_y, cfg: EvalConfig, st: Ev
     fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     net = net.to(memory_format=fmt)
     net.train()
-    n = images.shape[0]
     passes = st.epochs + 1
     decay_after = st.epochs // 2 + 1
     opt = _make_optimizer(net, st, st.lr)
@@ -246,20 +276,8 @@ def _train_one(run: int, images, labels, test_x, test_y, cfg: EvalConfig, st: Ev
     test_batch = max(1, min(cfg.test_batch_size, int(budget // (h * w * 128))))
     start = time.perf_counter()
     for ep in range(passes):
-        perm = torch.randperm(n, device=dev)
-        loss_sum, correct = 0.0, 0
-        for s in range(0, n, st.batch_size):
-            idx = perm[s : s + st.batch_size]
-            x, y = images[idx], labels[idx]
-            if cfg.dsa:
-                x = dsa(x, cfg.dsa_strategy, seed=-1)
-            out = net(x.contiguous(memory_format=fmt))
-            loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * y.shape[0]
-            correct += int((out.detach().argmax(1) == y).sum())
+        train_loss, train_acc = train_epoch(net, opt, images, labels, st.batch_size,
+                                            cfg.dsa_strategy if cfg.dsa else None, fmt)
         if sched is not None:
             sched.step()
         elif ep == decay_after:  # MTT: lr × 0.1 once, with a new optimizer (momentum reset)
@@ -273,7 +291,7 @@ def _train_one(run: int, images, labels, test_x, test_y, cfg: EvalConfig, st: Ev
             if done == passes:
                 final = test_acc
         if on_step is not None:
-            on_step(EvalStep(run, st.runs, done, passes, loss_sum / max(1, n), correct / max(1, n), test_acc))
+            on_step(EvalStep(run, st.runs, done, passes, train_loss, train_acc, test_acc))
     return final, best, best_ep, time.perf_counter() - start
 
 

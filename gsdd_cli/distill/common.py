@@ -148,6 +148,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+class StatelessMethod:
+    """Mixin for algorithms with no state beyond the Gaussians and their optimizer (DM, DC)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state
+
+    def header_fields(self) -> dict:
+        return {}
+
+
 def shutdown_distributed(info: DistInfo) -> None:
     """Wait for every rank, then tear the process group down before the interpreter exits.
 
@@ -240,6 +253,7 @@ __all__ = [
     "any_rank",
     "barrier",
     "shutdown_distributed",
+    "StatelessMethod",
     "broadcast_params",
     "derive_seed",
     "draw_seed",

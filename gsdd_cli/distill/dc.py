@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gsdd_cli.data.augment import dsa
-from gsdd_cli.distill.common import Context, derive_seed, draw_seed
+from gsdd_cli.distill.common import Context, StatelessMethod, derive_seed, draw_seed
 from gsdd_cli.models import get_model
 
 
@@ -39,7 +39,7 @@ def match_distance(g_syn: list[torch.Tensor], g_real: list[torch.Tensor]) -> tor
     return total
 
 
-class GradientMatching:
+class GradientMatching(StatelessMethod):
     name = "dc"
 
     def __init__(self, ctx: Context):
@@ -96,12 +96,3 @@ class GradientMatching:
                     F.cross_entropy(net(x), labels[idx]).backward()
                     net_opt.step()
         return {"loss": total / (outer * ctx.num_classes)}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def header_fields(self) -> dict:
-        return {}

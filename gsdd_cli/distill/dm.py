@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 
 from gsdd_cli.data.augment import dsa
-from gsdd_cli.distill.common import Context, draw_seed
+from gsdd_cli.distill.common import Context, StatelessMethod, draw_seed
 from gsdd_cli.models import get_model
 
 
-class DistributionMatching:
+class DistributionMatching(StatelessMethod):
     name = "dm"
 
     def __init__(self, ctx: Context):
@@ -61,12 +61,3 @@ class DistributionMatching:
                 matched += float(match.detach())
             ctx.step_gaussians(average=False)
         return {"loss": total / ctx.num_classes, "match": matched / ctx.num_classes}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def header_fields(self) -> dict:
-        return {}

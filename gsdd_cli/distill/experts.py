@@ -22,12 +22,11 @@ from typing import Callable, Literal, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from gsdd_cli.data.augment import DSA_STRATEGY, dsa
+from gsdd_cli.data.augment import DSA_STRATEGY
 from gsdd_cli.distill.common import (
     barrier,
     derive_seed,
@@ -202,7 +201,7 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
     from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
-    from gsdd_cli.evaluate import test_accuracy
+    from gsdd_cli.evaluate import test_accuracy, train_epoch
     from gsdd_cli.models import get_model
 
     t_start = time.perf_counter()
@@ -238,7 +237,6 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
     test_y = ds.y_test.to(device)
     mine = list(range(info.rank, cfg.num, info.world))
     result = ExpertsResult(out=out)
-    n = x.shape[0]
     for done, i in enumerate(mine):
         path = expert_path(out, i)
         ok, acc = _complete(path, cfg.epochs, count)
@@ -255,26 +253,13 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         snapshots = [flat_params(net)]
         for ep in range(cfg.epochs):
-            perm = torch.randperm(n, device=device)
-            loss_sum, correct = 0.0, 0
-            for s in range(0, n, cfg.batch):
-                idx = perm[s : s + cfg.batch]
-                xb, yb = x[idx], y[idx]
-                if cfg.dsa:
-                    xb = dsa(xb, cfg.dsa_strategy, seed=-1)
-                outp = net(xb)
-                loss = F.cross_entropy(outp, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * yb.shape[0]
-                correct += int((outp.detach().argmax(1) == yb).sum())
+            train_loss, train_acc = train_epoch(net, opt, x, y, cfg.batch, cfg.dsa_strategy if cfg.dsa else None)
             snapshots.append(flat_params(net))
             last = ep + 1 == cfg.epochs
             acc = test_accuracy(net, test_x, test_y) if last else None
             if on_step:
                 on_step(ExpertStep(i, done + (1 if last else 0), len(mine), ep + 1, cfg.epochs,
-                                   loss_sum / n, correct / n, acc))
+                                   train_loss, train_acc, acc))
         traj = torch.stack(snapshots).contiguous()
         if not torch.isfinite(traj).all():
             raise DataError(f"expert {i} diverged (NaN/Inf parameters); try a smaller --lr")
