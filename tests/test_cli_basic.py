@@ -21,11 +21,22 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+COMMANDS = ("budget", "init", "distill", "experts", "render", "eval", "info")
+
+
 def test_help_lists_commands():
     res = run("--help")
     assert res.exit_code == 0
-    for cmd in ("budget", "render", "info"):
+    for cmd in COMMANDS:
         assert cmd in res.output
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help(cmd):
+    """Guards against typer/click API breakage: every command builds its parser and help text."""
+    res = run(cmd, "--help")
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output and "--help" in res.output
 
 
 def test_budget_paper_row():
