@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gsdd_cli.data import DSA_STRATEGY, Dataset, dsa, load_dataset, make_transform
-from gsdd_cli.data.augment import parse_strategy
+from gsdd_cli.data.augment import check_strategy
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.errors import ConfigError, DataError
 from gsdd_cli.models import MODELS, get_model, is_convnet
@@ -66,11 +66,7 @@ class EvalConfig(BaseModel):
     @field_validator("dsa_strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        try:
-            parse_strategy(v)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
+        return check_strategy(v)
 
     @field_validator("lr")
     @classmethod

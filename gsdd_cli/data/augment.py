@@ -168,6 +168,15 @@ def parse_strategy(strategy: str) -> list[str]:
     return groups
 
 
+def check_strategy(strategy: str) -> str:
+    """Validator body for config models: returns ``strategy`` or raises ValueError with the reason."""
+    try:
+        parse_strategy(strategy)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return strategy
+
+
 def dsa(
     x: torch.Tensor,  # [B, C, H, W]
     strategy: str = DSA_STRATEGY,

@@ -113,13 +113,9 @@ class DistillConfig(BaseModel):
     @field_validator("dsa_strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        from gsdd_cli.data.augment import parse_strategy
+        from gsdd_cli.data.augment import check_strategy
 
-        try:
-            parse_strategy(v)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
+        return check_strategy(v)
 
     @field_validator("model")
     @classmethod

@@ -87,3 +87,14 @@ def test_extra_keys_and_bad_values_are_rejected(tmp_path):
 def test_points_alone_gives_the_largest_gpc():
     cfg = build_config("cifar10", flags={"algo": "tm", "ipc": 1, "points": 22}, info=C10)
     assert (cfg.gpc, cfg.points) == (31, 22)
+
+
+def test_unknown_dsa_op_is_rejected_by_both_configs():
+    from gsdd_cli.evaluate import make_eval_config
+
+    with pytest.raises(ConfigError, match="unknown DSA op"):
+        build_config("digits", flags={"algo": "dm", "ipc": 1, "out": "x.gsd", "dsa_strategy": "color_wobble"})
+    with pytest.raises(ConfigError, match="unknown DSA op"):
+        make_eval_config(dsa_strategy="color_wobble")
+    assert build_config("digits", flags={"algo": "dm", "ipc": 1, "out": "x.gsd",
+                                         "dsa_strategy": "crop_flip"}).dsa_strategy == "crop_flip"
