@@ -14,7 +14,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(spec)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise ConfigError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GsddError(Exception):
     """Base class of every error gsdd reports to a user. ``hint`` is an optional next step."""
@@ -47,3 +49,14 @@ class DataError(GsddError):
     """A dataset that cannot be found or read."""
 
     exit_code = 8
+
+
+def first_validation_error(e: Any, default_loc: str) -> tuple[str, str, str]:
+    """(type, location, message) of a pydantic ValidationError's first error, for one-line reports.
+
+    The location is dotted ("a.b") or ``default_loc``; pydantic's "Value error, " prefix is dropped.
+    """
+    first = e.errors()[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or default_loc
+    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return str(first.get("type", "")), loc, msg

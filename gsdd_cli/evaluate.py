@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gsdd_cli.data import DSA_STRATEGY, Dataset, dsa, load_dataset, make_transform
 from gsdd_cli.data.augment import check_strategy
 from gsdd_cli.data.transforms import apply_in_batches
-from gsdd_cli.errors import ConfigError, DataError
+from gsdd_cli.devices import resolve_device
+from gsdd_cli.errors import ConfigError, DataError, first_validation_error
 from gsdd_cli.models import MODELS, get_model, is_convnet
 
 CROSS_ARCH_LR = {"alexnet": 1e-3, "vit": 5e-5}
@@ -81,9 +82,8 @@ def make_eval_config(**kwargs: Any) -> EvalConfig:
     try:
         return EvalConfig(**{k: v for k, v in kwargs.items() if v is not None})
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first.get("loc", ())) or "config"
-        raise ConfigError(f"invalid evaluation setting {loc}: {first.get('msg', 'invalid')}") from None
+        _, loc, msg = first_validation_error(e, "config")
+        raise ConfigError(f"invalid evaluation setting {loc}: {msg}") from None
 
 
 @dataclass(frozen=True)
@@ -101,18 +101,6 @@ class EvalSettings:
     momentum: float
     weight_decay: float
     device: str
-
-
-def resolve_device(device: str) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return dev
 
 
 def resolve_settings(cfg: EvalConfig, algorithm: str | None = None, syn_lr: float | None = None) -> EvalSettings:

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from gsdd_cli import __version__
 from gsdd_cli.budget import budget_bytes_per_class, bytes_per_gaussian
-from gsdd_cli.errors import GsdFormatError
+from gsdd_cli.errors import GsdFormatError, first_validation_error
 from gsdd_cli.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
 
 FORMAT_NAME = "gsdd"
@@ -126,10 +126,8 @@ class GsdFile:
 
 
 def _fmt_validation(e: ValidationError) -> str:
-    first = e.errors()[0]
-    loc = ".".join(str(x) for x in first.get("loc", ())) or "header"
-    msg = first.get("msg", "invalid")
-    if first.get("type") == "missing":
+    kind, loc, msg = first_validation_error(e, "header")
+    if kind == "missing":
         return f"header is missing required field {loc!r}"
     return f"header field {loc!r}: {msg}" if loc != "header" else msg
 

@@ -73,6 +73,12 @@ def test_bad_numbers(gsd, args, needle):
     _assert_clean_error(run(gsd, *args), 3, needle)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_gpu(gsd):
+    # the same device rule (and exit code) as every other command
+    _assert_clean_error(run(gsd, "--device", "cuda"), 6, "no CUDA GPU")
+
+
 def test_baseline_flag_rules(gsd):
     _assert_clean_error(run("--baseline", "random-real", "--dataset", "digits"), 3, "--ipc")
     _assert_clean_error(run("--baseline", "random-real", "--ipc", "0", "--dataset", "digits"), 3, "--ipc")

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.errors import ConfigError, first_validation_error
 
 ALGORITHMS = ("tm", "dm", "dc")
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -220,14 +220,12 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
 
 
 def format_validation_error(e: ValidationError, source: str = "config") -> str:
-    first = e.errors()[0]
-    loc = ".".join(str(x) for x in first.get("loc", ())) or source
-    if first.get("type") == "extra_forbidden":
+    kind, loc, msg = first_validation_error(e, source)
+    if kind == "extra_forbidden":
         names = ", ".join(sorted(DistillConfig.model_fields))
         return f"unknown {source} key {loc!r} (valid keys: {names})"
-    if first.get("type") == "missing":
+    if kind == "missing":
         return f"{source}: {loc!r} is required"
-    msg = first.get("msg", "invalid").removeprefix("Value error, ")
     return f"{source}: invalid value for {loc!r}: {msg}"
 
 

@@ -35,7 +35,7 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-from gsdd_cli.errors import ConfigError, DataError
+from gsdd_cli.errors import ConfigError, DataError, first_validation_error
 from gsdd_cli.gsdfile import atomic_write
 
 MANIFEST = "manifest.json"
@@ -83,9 +83,8 @@ def make_experts_config(**kwargs) -> ExpertsConfig:
     try:
         return ExpertsConfig(**given)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first.get("loc", ())) or "config"
-        raise ConfigError(f"invalid experts setting {loc}: {first.get('msg', 'invalid').removeprefix('Value error, ')}") from None
+        _, loc, msg = first_validation_error(e, "config")
+        raise ConfigError(f"invalid experts setting {loc}: {msg}") from None
 
 
 @dataclass
