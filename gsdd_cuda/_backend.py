@@ -1,22 +1,30 @@
-"""Lazy loading of the compiled gsdd operators.
+"""Lazy loading of the compiled gsdd operator libraries (docs/rasterizer.md, "Building").
 
-Policy (gsplat's ``_lazy_backend`` lesson): importing :mod:`gsdd_cuda` builds nothing and prints
-nothing. The first :func:`load` (via ``gsdd_cuda.is_available()`` or ``gsdd_cuda.rasterize``)
+Importing :mod:`gsdd_cuda` builds nothing and prints nothing. The first :func:`load` for a device
 
-1. needs ``torch.cuda.is_available()``;
-2. imports a prebuilt ``gsdd_cuda._C`` (``GSDD_BUILD_CUDA=1 pip install ...``) if there is one;
-3. otherwise JIT-compiles the sources with ninja into
-   ``$GSDD_EXT_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/gsdd/ext/<torch>-<cuda>-sm<arch>-<hash>``,
-   printing one line to stderr while it compiles (``GSDD_NO_JIT=1`` disables this step).
+* ``"cpu"``: loads the **CPU library** (operator schemas + CPU kernels): a prebuilt
+  ``gsdd_cuda/_C*.so`` if there is one, else a cached ninja JIT build with the system's C++
+  compiler (no CUDA toolkit needed);
+* ``"cuda"``: needs a GPU and the CPU library (for the schemas), then loads the **CUDA library**
+  (CUDA kernels only): a prebuilt ``gsdd_cuda/_C_cuda*.so``, else a cached nvcc JIT build.
 
-A failure is remembered in-process, and a failed JIT build also leaves ``BUILD_FAILED.txt`` (the
-compiler output) in its cache folder so later processes fail fast; :func:`unavailable_reason`
-says where to look. Delete that folder to retry.
+JIT builds go to ``$GSDD_EXT_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/gsdd/ext/<folder>``, where the
+folder name carries the torch version, the device part (CPU vector ISA, or CUDA version and
+architectures) and a hash of the sources and flags. One line goes to stderr while compiling.
+``GSDD_NO_JIT=1`` disables JIT builds. Concurrent builds into one folder (torchrun ranks, two
+shells) are serialized by torch's lock on ``<folder>/lock`` (an OS file lock in current torch; with
+older torch's lock-file baton, a file older than 15 minutes, left by a killed build, is removed).
+A ``BUILD_OK`` file, written after a build completed, lets later processes load the library
+without running ninja.
+
+A failure is remembered in-process, and a failed build leaves ``BUILD_FAILED.txt`` (the compiler
+output) in its folder so later processes fail fast; :func:`unavailable_reason` says where it is.
+Delete that folder to retry.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.machinery
 import os
 import re
 import sys
@@ -26,22 +34,33 @@ from pathlib import Path
 from gsdd_cuda import _build
 
 FAILED_MARKER = "BUILD_FAILED.txt"
+BUILT_MARKER = "BUILD_OK"
+DEVICES = ("cpu", "cuda")
+OPS = ("rasterize_fwd", "rasterize_bwd", "project")
+PKG_DIR = Path(__file__).resolve().parent
 
-_lock = threading.Lock()
-LOADED = False  # read by gsdd_cuda.ops.rasterize (a plain global, so torch.compile can guard on it)
-_reason: str | None = None  # why the extension is unavailable, once a load attempt failed
-_origin: str | None = None  # "prebuilt" or the JIT library path, once loaded
+_lock = threading.RLock()
+# Plain module globals (read by gsdd_cuda.ops.rasterize; torch.compile can guard on them).
+CPU_LOADED = False
+CUDA_LOADED = False
+_reason: dict[str, str | None] = {"cpu": None, "cuda": None}  # why unavailable, once a load failed
+_origin: dict[str, str | None] = {"cpu": None, "cuda": None}  # where the kernels came from
 
 
-def _ops_registered() -> bool:
+def _device_type(device) -> str:
+    kind = getattr(device, "type", device)
+    if kind not in DEVICES:
+        raise ValueError(f"gsdd native kernels exist for devices {DEVICES}, not {device!r}")
+    return kind
+
+
+def _has_kernels(dispatch_key: str) -> bool:
     import torch
 
     try:
-        torch.ops.gsdd.rasterize_fwd  # noqa: B018 - attribute lookup is the test
-        torch.ops.gsdd.rasterize_bwd  # noqa: B018
-    except (AttributeError, RuntimeError):
+        return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"gsdd::{op}", dispatch_key) for op in OPS)
+    except RuntimeError:
         return False
-    return True
 
 
 def cache_root() -> Path:
@@ -50,6 +69,19 @@ def cache_root() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(xdg) / "gsdd" / "ext"
+
+
+def _folder(tag: str) -> Path:
+    return cache_root() / re.sub(r"[^A-Za-z0-9._+-]", "_", tag)
+
+
+def cpu_build_dir() -> Path:
+    import torch
+
+    flags = _build.cxx_flags() + _build.isa_flags() + _build.cxx_ldflags()
+    digest = _build.source_hash(_build.CPU_SOURCES + _build.CPU_HEADERS, " ".join(flags))
+    isa = _build.isa_tag(_build.isa_flags())
+    return _folder(f"torch{torch.__version__}-cpu-{isa}-{digest}")
 
 
 def detected_arch_list() -> str:
@@ -63,107 +95,158 @@ def detected_arch_list() -> str:
     return ";".join(f"{major}.{minor}" for major, minor in caps)
 
 
-def build_dir(arch_list: str) -> Path:
+def cuda_build_dir(arch_list: str) -> Path:
     import torch
 
-    flags = " ".join(_build.cxx_flags() + _build.nvcc_flags())
-    digest = _build.source_hash(f"{arch_list}|{flags}")
-    tag = f"torch{torch.__version__}-cu{torch.version.cuda}-sm{arch_list}-{digest}"
-    return cache_root() / re.sub(r"[^A-Za-z0-9._+-]", "_", tag)
+    flags = " ".join(_build.nvcc_flags())
+    digest = _build.source_hash(_build.CUDA_SOURCES + _build.CUDA_HEADERS + ("ops.cpp",), f"{arch_list}|{flags}")
+    return _folder(f"torch{torch.__version__}-cu{torch.version.cuda}-sm{arch_list}-{digest}")
 
 
-def _try_prebuilt() -> str | None:
-    """Import gsdd_cuda._C. Returns None on success, else a one-line reason."""
-    try:
-        importlib.import_module("gsdd_cuda._C")
-    except ModuleNotFoundError:
-        return "no prebuilt gsdd_cuda._C (install with GSDD_BUILD_CUDA=1 to build one)"
-    except ImportError as exc:  # e.g. built against another torch
-        return f"prebuilt gsdd_cuda._C failed to import: {str(exc).splitlines()[0]}"
+def _prebuilt(stem: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = PKG_DIR / f"{stem}{suffix}"
+        if path.is_file():
+            return path
     return None
 
 
-def _jit() -> None:
-    arch = detected_arch_list()
-    bdir = build_dir(arch)
+def _jit(what: str, bdir: Path, name: str, build) -> str:
+    """Load the cached library ``bdir/name.so``, else run ``build()`` (a JIT build into ``bdir``
+    that loads its result) with the one-line notice and the failure marker."""
+    import torch
+
     marker = bdir / FAILED_MARKER
     if marker.exists():
-        raise RuntimeError(
-            f"an earlier build of the CUDA extension failed; compiler output in {marker} "
-            f"(delete {bdir} to retry)"
-        )
-    name = "gsdd_cuda_ext_" + bdir.name.rsplit("-", 1)[-1]
-    print(f"gsdd: compiling the CUDA extension for sm_{arch} (first use, ~1-2 min) in {bdir}",
-          file=sys.stderr, flush=True)
+        raise RuntimeError(f"an earlier build of the {what} failed; compiler output in {marker} "
+                           f"(delete {bdir} to retry)")
+    cached, done = bdir / f"{name}.so", bdir / BUILT_MARKER
+    if cached.is_file() and done.is_file():  # built earlier (the folder name is the source hash)
+        torch.ops.load_library(str(cached))
+        return str(cached)
+    print(f"gsdd: compiling the {what} (first use, cached afterwards) in {bdir}", file=sys.stderr, flush=True)
     try:
-        path = _build.jit_build(bdir, name, arch)
+        path = build()
+        done.write_text(f"{path}\n")  # after the library is complete: later processes skip ninja
+        return path
     except Exception as exc:
         bdir.mkdir(parents=True, exist_ok=True)
         marker.write_text(f"{type(exc).__name__}: {exc}\n")
-        raise RuntimeError(
-            f"building the CUDA extension failed; compiler output in {marker} "
-            f"(delete {bdir} to retry)"
-        ) from exc
-    global _origin
-    _origin = path
+        raise RuntimeError(f"building the {what} failed; compiler output in {marker} "
+                           f"(delete {bdir} to retry)") from exc
 
 
-def load() -> bool:
-    """Make torch.ops.gsdd.* available (prebuilt or JIT). Returns False, with a reason, on failure."""
-    global LOADED, _reason, _origin
-    if LOADED:
+def _load_cpu() -> None:
+    """Raises RuntimeError (one-line message) when the CPU library cannot be had."""
+    import torch
+
+    if _has_kernels("CPU"):
+        _origin["cpu"] = "already registered"
+        return
+    path = _prebuilt("_C")
+    if path is not None:
+        torch.ops.load_library(str(path))
+        if not _has_kernels("CPU"):
+            raise RuntimeError(f"the prebuilt {path.name} is stale (no CPU kernels); rebuild it or delete it")
+        _origin["cpu"] = str(path)
+        return
+    why = "no prebuilt gsdd_cuda._C"
+    if os.environ.get("GSDD_NO_JIT", "") == "1":
+        raise RuntimeError(f"{why}; JIT build disabled by GSDD_NO_JIT=1")
+    if _build.cxx_compiler() is None:
+        raise RuntimeError(f"{why}; no C++ compiler ({os.environ.get('CXX', 'c++')}) found for a JIT build "
+                           "(install g++ or set CXX)")
+    if not _build.ensure_ninja():
+        raise RuntimeError(f"{why}; ninja is not installed (pip install ninja)")
+    bdir = cpu_build_dir()
+    name = "gsdd_cpu_" + bdir.name.rsplit("-", 1)[-1]
+    _origin["cpu"] = _jit("native CPU rasterizer", bdir, name, lambda: _build.jit_build_cpu(bdir, name))
+    if not _has_kernels("CPU"):
+        raise RuntimeError(f"the library built in {bdir} registers no CPU kernels")
+
+
+def _load_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
+    if not load("cpu"):
+        raise RuntimeError(f"the CPU library (operator schemas) is unavailable: {_reason['cpu']}")
+    if _has_kernels("CUDA"):
+        _origin["cuda"] = "already registered"
+        return
+    path = _prebuilt("_C_cuda")
+    if path is not None:
+        torch.ops.load_library(str(path))
+        if not _has_kernels("CUDA"):
+            raise RuntimeError(f"the prebuilt {path.name} is stale (no CUDA kernels); rebuild it or delete it")
+        _origin["cuda"] = str(path)
+        return
+    why = "no prebuilt gsdd_cuda._C_cuda (install with GSDD_BUILD_CUDA=1 to build one)"
+    if os.environ.get("GSDD_NO_JIT", "") == "1":
+        raise RuntimeError(f"{why}; JIT build disabled by GSDD_NO_JIT=1")
+    if not _build.nvcc_available():
+        raise RuntimeError(f"{why}; no CUDA toolkit (nvcc) found for a JIT build (set CUDA_HOME)")
+    if not _build.ensure_ninja():
+        raise RuntimeError(f"{why}; ninja is not installed (pip install ninja)")
+    arch = detected_arch_list()
+    bdir = cuda_build_dir(arch)
+    name = "gsdd_cuda_" + bdir.name.rsplit("-", 1)[-1]
+    _origin["cuda"] = _jit(f"CUDA rasterizer for sm_{arch}", bdir, name, lambda: _build.jit_build_cuda(bdir, name, arch))
+    if not _has_kernels("CUDA"):
+        raise RuntimeError(f"the library built in {bdir} registers no CUDA kernels")
+
+
+def load(device="cpu") -> bool:
+    """Make the gsdd kernels for ``device`` ('cpu' or 'cuda') available. False, with a reason, on
+    failure (remembered: later calls return at once)."""
+    global CPU_LOADED, CUDA_LOADED
+    kind = _device_type(device)
+    if (CPU_LOADED if kind == "cpu" else CUDA_LOADED):
         return True
-    if _reason is not None:
+    if _reason[kind] is not None:
         return False
     with _lock:
-        if LOADED or _reason is not None:
-            return LOADED
-        import torch
-
-        if not torch.cuda.is_available():
-            _reason = "no CUDA device (torch.cuda.is_available() is False)"
-            return False
+        if (CPU_LOADED if kind == "cpu" else CUDA_LOADED) or _reason[kind] is not None:
+            return CPU_LOADED if kind == "cpu" else CUDA_LOADED
         try:
-            if _ops_registered():  # e.g. a library loaded by hand with torch.ops.load_library
-                _origin = "already registered"
+            if kind == "cpu":
+                _load_cpu()
             else:
-                why_not_prebuilt = _try_prebuilt()
-                if why_not_prebuilt is None:
-                    _origin = "prebuilt gsdd_cuda._C"
-                elif os.environ.get("GSDD_NO_JIT", "") == "1":
-                    _reason = f"{why_not_prebuilt}; JIT build disabled by GSDD_NO_JIT=1"
-                    return False
-                elif not _build.nvcc_available():
-                    _reason = f"{why_not_prebuilt}; no CUDA toolkit (nvcc) found for a JIT build (set CUDA_HOME)"
-                    return False
-                else:
-                    _jit()
+                _load_cuda()
             from gsdd_cuda import ops
 
             ops.register()
         except Exception as exc:  # noqa: BLE001 - reported through unavailable_reason()
-            _reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _reason[kind] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return False
-        LOADED = True
+        if kind == "cpu":
+            CPU_LOADED = True
+        else:
+            CUDA_LOADED = True
         return True
 
 
-def is_available() -> bool:
-    return load()
+def is_available(device) -> bool:
+    """Whether the native kernels for ``device`` ('cpu', 'cuda' or a torch.device) can run; the
+    first call may compile them (see the module docstring)."""
+    return load(device)
 
 
-def unavailable_reason() -> str:
-    """Empty string when available, else a short message (with where the build log is)."""
-    if load():
+def unavailable_reason(device) -> str:
+    """Empty string when available, else a one-line reason (with where a build log is)."""
+    kind = _device_type(device)
+    if load(kind):
         return ""
-    return _reason or "unknown"
+    return _reason[kind] or "unknown"
 
 
-def origin() -> str | None:
-    """Where the loaded operators came from (for diagnostics)."""
-    return _origin
+def origin(device) -> str | None:
+    """Where the loaded kernels came from: a library path or 'already registered' (diagnostics)."""
+    return _origin[_device_type(device)]
 
 
-def require() -> None:
-    if not load():
-        raise RuntimeError(f"the gsdd CUDA extension is not available: {_reason}")
+def require(device) -> None:
+    kind = _device_type(device)
+    if not load(kind):
+        raise RuntimeError(f"the gsdd native {kind.upper()} kernels are not available: {_reason[kind]}")

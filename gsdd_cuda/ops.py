@@ -1,10 +1,10 @@
 """Python side of the gsdd operators: the public wrapper, fake kernels and autograd.
 
-The schemas live in C++ (``csrc/ops.cpp``: ``TORCH_LIBRARY(gsdd, m)``), the CUDA kernels in
-``csrc/rasterize_{fwd,bwd}.cu``. :func:`register` attaches the fake (meta) kernels of both ops and
-the autograd formula of the forward; :mod:`gsdd_cuda._backend` calls it once, right after the
-library is loaded (the registrations need the schemas to exist). Importing this module touches
-nothing.
+The schemas live in C++ (``csrc/ops.cpp``: ``TORCH_LIBRARY(gsdd, m)``), with the CPU kernels; the
+CUDA kernels are a second library (``csrc/rasterize_{fwd,bwd}.cu``). :func:`register` attaches the
+fake (meta) kernels of the three ops and the autograd formula of the forward;
+:mod:`gsdd_cuda._backend` calls it once, right after the first library is loaded (the
+registrations need the schemas). Importing this module touches nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def _fake_rasterize_bwd(v_out, xy, chol, rgb, opacity, num_images, height, width
             torch.empty_like(opacity))
 
 
+def _fake_project(xy, chol, height, width, antialias):
+    torch._check(xy.dim() == 2 and xy.shape[1] == 2, lambda: "xy must be [M, 2]")
+    count = xy.shape[0]
+    return (xy.new_empty((count, 2)), xy.new_empty((count, 3)), xy.new_empty((count, 4), dtype=torch.int32))
+
+
 def _setup_context(ctx, inputs, output):
     xy, chol, rgb, opacity, num_images, height, width, antialias = inputs
     ctx.save_for_backward(xy, chol, rgb, opacity)
@@ -48,18 +54,21 @@ def _backward(ctx, v_out):
 
 
 def register() -> None:
-    """Attach fake kernels (both ops) and autograd (forward). Idempotent; needs the library."""
+    """Attach fake kernels (all ops) and autograd (forward). Idempotent; needs the schemas."""
     global _registered
     if _registered:
         return
     torch.library.register_fake("gsdd::rasterize_fwd")(_fake_rasterize_fwd)
     torch.library.register_fake("gsdd::rasterize_bwd")(_fake_rasterize_bwd)
+    torch.library.register_fake("gsdd::project")(_fake_project)
     torch.library.register_autograd("gsdd::rasterize_fwd", _backward, setup_context=_setup_context)
     _registered = True
 
 
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float32).contiguous()
+def kernel_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 stays float64 on CPU (the CPU kernels are templated on it); everything else runs in
+    float32 (the CUDA kernels are float32-only; bf16/fp16 are widened)."""
+    return torch.float64 if (t.dtype == torch.float64 and t.device.type == "cpu") else torch.float32
 
 
 def rasterize(
@@ -71,18 +80,37 @@ def rasterize(
     height: int,
     width: int,
     antialias: bool = True,
-) -> torch.Tensor:  # [B, C, H, W] float32
-    """Render ``num_images`` images of N = len(xy) / num_images Gaussians each on the GPU.
+) -> torch.Tensor:  # [B, C, H, W], float32 (float64 for float64 CPU inputs)
+    """Render ``num_images`` images of N = len(xy) / num_images Gaussians each with the native
+    kernels of the tensors' device (CPU or CUDA).
 
-    Same image formation as :func:`gsdd_cli.render.reference.rasterize_reference` (SPEC §2),
-    differentiable w.r.t. all four tensors. bf16/fp16 inputs are cast to fp32 (gradients flow
-    back through the cast); the op runs on the current CUDA stream.
+    Same image formation as :func:`gsdd_cli.render.reference.rasterize_reference`, differentiable
+    w.r.t. all four tensors. Inputs are cast to the kernel dtype (:func:`kernel_dtype` of ``xy``);
+    gradients flow back through the cast. On CUDA the op runs on the current stream.
     """
-    if not torch.compiler.is_compiling() and not _backend.LOADED:
-        _backend.require()
+    device = xy.device.type
+    if not torch.compiler.is_compiling():
+        loaded = _backend.CPU_LOADED if device == "cpu" else _backend.CUDA_LOADED
+        if not loaded:
+            _backend.require(device)
+    dtype = kernel_dtype(xy)
+
+    def cast(t):
+        return t.to(dtype).contiguous()
+
     return torch.ops.gsdd.rasterize_fwd.default(
-        _f32(xy), _f32(chol), _f32(rgb), _f32(opacity.reshape(-1, 1)),
+        cast(xy), cast(chol), cast(rgb), cast(opacity.reshape(-1, 1)),
         int(num_images), int(height), int(width), bool(antialias))
 
 
-__all__ = ["rasterize", "register"]
+def project(xy: torch.Tensor, chol: torch.Tensor, height: int, width: int, antialias: bool = True):
+    """The kernels' projection (pixel centres, conics, int32 tile boxes) for tests and diagnostics;
+    see ``gsdd_cli.render.reference.project`` for the reference it reproduces."""
+    if not torch.compiler.is_compiling():
+        _backend.require(xy.device.type)
+    dtype = kernel_dtype(xy)
+    return torch.ops.gsdd.project.default(xy.to(dtype).contiguous(), chol.to(dtype).contiguous(),
+                                          int(height), int(width), bool(antialias))
+
+
+__all__ = ["rasterize", "project", "register", "kernel_dtype"]
