@@ -1,34 +1,43 @@
-#!/usr/bin/env python
-"""Renderer benchmark: CUDA op vs the PyTorch reference vs a DDiF-style SIREN decoder.
+#!/usr/bin/env python3
+"""Renderer benchmark: the native kernels vs the PyTorch reference vs a DDiF-style SIREN decoder.
 
-Prints one JSON document (and writes it with --out). For each setting (B images × N Gaussians at
-H×W; the paper's CIFAR-10 IPC1/10/50, CIFAR-100 IPC10 and ImageNet-subset IPC10 budgets) it times
-forward and forward+backward (CUDA events, warm-up, median of --reps), peak extra memory
-(torch.cuda.max_memory_allocated after a reset, minus what was allocated before), images/s and
-Gaussians/s, for
+For each setting (B images × N Gaussians at H×W: the paper's CIFAR-10 IPC1/10/50, CIFAR-100 IPC10
+and ImageNet-subset IPC10 budgets) on one device (cpu or cuda):
 
-* ``cuda``: gsdd_cuda.rasterize (skipped, with a note, on CPU or without the extension);
-* ``reference``: gsdd_cli.render.reference.rasterize_reference on the same device (dense and
-  chunked; skipped when B·H·W·4·N exceeds --ref-max-evals, with fewer reps: --ref-reps);
-* ``siren``: per image a SIREN MLP (x, y) → C with sin(ω0·) activations, ω0 = 30, 3 linear layers
-  2 → h → h → C, evaluated at every pixel with torch.baddbmm over images. h is the largest width
-  whose parameter count fits N·(6 + C) parameters, i.e. the Gaussian bytes N·(6 + C)·2 at 2 bytes
-  per parameter (bf16 storage for both); it computes in fp32.
+1. **check**: the native op's forward and all four gradients are compared with the reference on
+   the same inputs (all images, or the first ``--check-images`` for large settings) with the test
+   suite's float32 tolerances; a mismatch fails the run (exit code 1) before anything is timed;
+2. **native** (gsdd_cuda.rasterize on the device's kernels) and **reference** (gsdd_cli.render.
+   reference, dense and chunked): forward (no autograd) and forward+backward (one forward with
+   autograd, then one backward; nothing is run twice) — median of ``--reps`` after ``--warmup``
+   (CUDA events on a GPU, perf_counter on CPU). When the full reference would exceed
+   ``--ref-max-evals`` Gaussian-sample evaluations it is timed on the first k images only and
+   scaled by B/k (it is linear in the images: chunked, no cross-image work); the JSON says so;
+3. **siren**: B independent SIREN MLPs 2 → h → h → C with sin(30·) on the hidden layers, evaluated
+   at every pixel with batched matmuls (eager PyTorch, fp32, TF32 off), h the widest whose
+   parameters (2 bytes each, as bf16) fit the Gaussians' bytes N·(6+C)·2 — the decoder of the
+   paper's Figure 5 comparison;
+4. peak memory of one call above what was allocated before it: ``torch.cuda.max_memory_allocated``
+   on a GPU; on CPU the peak resident set (VmHWM after resetting it through /proc/self/clear_refs,
+   minus VmRSS before the call, after malloc_trim) — RSS deltas, so allocator caching makes them
+   approximate.
 
-Ratios (speedup vs reference / SIREN, memory ratio) come from the same run. The roofline estimate
-uses documented H100 SXM peaks (override with --peak-bw-tbs / --peak-fp32-tflops): bytes = what
-must cross DRAM at least once, flops = Gaussian-sample evaluations (exact count from the tile
-boxes) × a per-evaluation instruction estimate (FLOPS_PER_EVAL_*).
+Ratios are computed within the run. Each setting's result is written as soon as it is measured
+(the whole document to ``--out`` via a temporary file and rename, and one ``RESULT {json}`` line on
+stdout), so a timeout keeps what finished.
 
-  python bench/render.py                       # all paper settings on cuda
-  python bench/render.py --device cpu --settings tiny
+  python3 bench/render.py --device cpu --settings cifar10-ipc1,cifar10-ipc10 --out out/bench_cpu.json
+  python3 bench/render.py --out out/bench_gpu.json            # the paper settings on cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -40,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gsdd_cli.render.reference import TILE, project, rasterize_reference  # noqa: E402
+import gsdd_cuda  # noqa: E402
+from gsdd_cli.render.reference import rasterize_reference  # noqa: E402
 from gsdd_cuda.testing import sample_inputs  # noqa: E402
 
 # name: (B images, N Gaussians per image, H, W, C, what)
@@ -53,14 +63,12 @@ SETTINGS = {
     "imagenet-ipc10": (6400, 170, 128, 128, 3, "ImageNet subset IPC10 (128x128)"),
 }
 PAPER = ["cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "cifar100-ipc10", "imagenet-ipc10"]
+CPU_DEFAULT = ["cifar10-ipc1", "cifar10-ipc10"]
+FWD_ATOL, GRAD_RTOL, GRAD_ATOL_REL = 1e-5, 1e-4, 1e-4  # tests/cuda/test_ops.py
 
-# H100 SXM5 (NVIDIA datasheet): HBM3 3.35 TB/s, FP32 (non-tensor) 67 TFLOP/s.
-H100_SXM_BW_TBS = 3.35
-H100_SXM_FP32_TFLOPS = 67.0
-# Per Gaussian-sample evaluation, counted from the inner loops of rasterize_{fwd,bwd}.cu
-# (sub/mul/add of σ with row/column sharing, expf ≈ 4, weight, cut-offs, accumulation); estimates.
-FLOPS_PER_EVAL_FWD = 16
-FLOPS_PER_EVAL_BWD = 36  # backward kernel alone (recomputes the forward terms)
+
+class CheckFailed(RuntimeError):
+    pass
 
 
 def _sync(device):
@@ -89,21 +97,44 @@ def time_fn(fn, device, reps, warmup):
     return statistics.median(times)
 
 
+# --------------------------------------------------------------------------------- memory ---
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _malloc_trim():
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def peak_memory(fn, device):
-    """Peak bytes allocated by one call of fn() above what was allocated before (None on CPU)."""
-    if device.type != "cuda":
+    """Peak bytes of one call of fn() above what was in use before it (None if not measurable)."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    try:
+        _malloc_trim()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM (the peak RSS) to the current RSS
+        base = _status_kib("VmRSS")
+        fn()
+        return max(0, (_status_kib("VmHWM") - base) * 1024)
+    except (OSError, KeyError):
         return None
-    _sync(device)
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    _sync(device)
-    return int(torch.cuda.max_memory_allocated(device) - base)
 
 
+# ------------------------------------------------------------------------------ measuring ---
 def measure(render, params, v_out, device, reps, warmup):
-    """Time forward (no grad) and forward+backward of render(*params)."""
+    """Forward (no autograd) and forward+backward (one forward with autograd, one backward)."""
 
     def fwd():
         with torch.no_grad():
@@ -115,12 +146,38 @@ def measure(render, params, v_out, device, reps, warmup):
         out = render(*leaves)
         return torch.autograd.grad(out, leaves, v_out)
 
-    out = {}
-    out["fwd_ms"] = time_fn(fwd, device, reps, warmup)
-    out["fwd_bwd_ms"] = time_fn(fwd_bwd, device, reps, warmup)
-    out["fwd_peak_bytes"] = peak_memory(fwd, device)
-    out["fwd_bwd_peak_bytes"] = peak_memory(fwd_bwd, device)
-    return out
+    return {
+        "fwd_ms": time_fn(fwd, device, reps, warmup),
+        "fwd_bwd_ms": time_fn(fwd_bwd, device, reps, warmup),
+        "fwd_peak_bytes": peak_memory(fwd, device),
+        "fwd_bwd_peak_bytes": peak_memory(fwd_bwd, device),
+    }
+
+
+def check_native(params, v_out, num_images, n, height, width, check_images):
+    """Native forward and gradients vs the reference on the first k images; raises CheckFailed."""
+    k = min(num_images, check_images)
+    sub = [t[: k * n] for t in params]
+    v = v_out[:k]
+    outs = []
+    for fn in (gsdd_cuda.rasterize, rasterize_reference):
+        leaves = [t.detach().clone().requires_grad_(True) for t in sub]
+        out = fn(*leaves, k, height, width)
+        outs.append((out.detach(), torch.autograd.grad(out, leaves, v)))
+    (got, got_g), (ref, ref_g) = outs
+    scale = max(1.0, float(ref.abs().max()))
+    fwd_err = float((got - ref).abs().max())
+    report = {"images": k, "fwd_max_abs_err": fwd_err, "fwd_tolerance": FWD_ATOL * scale}
+    if not fwd_err <= FWD_ATOL * scale:
+        raise CheckFailed(f"forward differs from the reference by {fwd_err:.3g} > {FWD_ATOL * scale:.3g}")
+    for name, g, r in zip(("xy", "chol", "rgb", "opacity"), got_g, ref_g):
+        atol = GRAD_ATOL_REL * max(float(r.abs().max()), 1e-12)
+        excess = float(((g - r).abs() - (atol + GRAD_RTOL * r.abs())).max())
+        report[f"grad_{name}_max_rel_err"] = float((g - r).abs().max()) / max(float(r.abs().max()), 1e-30)
+        if excess > 0:
+            raise CheckFailed(f"d{name} differs from the reference beyond rtol {GRAD_RTOL}, atol {atol:.3g}")
+    report["passed"] = True
+    return report
 
 
 # ----------------------------------------------------------------------------------- SIREN ---
@@ -176,145 +233,115 @@ def chunked(render, num_images, chunk):
     return run
 
 
-# -------------------------------------------------------------------------------- roofline ---
-def work_counts(xy, chol, num_images, n, height, width, channels, antialias=True):
-    """Exact tile intersections and Gaussian-sample evaluations the kernels perform."""
-    _, _, box = project(xy.float(), chol.float(), height, width, antialias)
-    ss = 4 if antialias else 1
-
-    def covered(lo, hi, size):  # pixels of tiles [lo, hi) inside the image
-        return (hi * TILE).clamp(max=size) - (lo * TILE).clamp(max=size)
-
-    nx = covered(box[:, 0], box[:, 1], width).clamp(min=0)
-    ny = covered(box[:, 2], box[:, 3], height).clamp(min=0)
-    tiles = ((box[:, 1] - box[:, 0]).clamp(min=0) * (box[:, 3] - box[:, 2]).clamp(min=0))
-    return int(tiles.sum()), int((nx * ny).sum()) * ss
-
-
-def roofline(num_images, n, height, width, channels, intersections, evals, bw_tbs, tflops):
-    params_bytes = num_images * n * (6 + channels) * 4
-    image_bytes = num_images * channels * height * width * 4
-    fwd_bytes = params_bytes + image_bytes
-    # backward: params + v_out read, gradients written (zero-init + read-modify-write in L2)
-    bwd_bytes = params_bytes + image_bytes + 2 * params_bytes
-    fwd_flops = evals * FLOPS_PER_EVAL_FWD
-    bwd_flops = evals * FLOPS_PER_EVAL_BWD
-    bw, peak = bw_tbs * 1e12, tflops * 1e12
-
-    def est(b, f):
-        return {"bytes": b, "flops": f, "memory_ms": b / bw * 1e3, "compute_ms": f / peak * 1e3,
-                "bound_ms": max(b / bw, f / peak) * 1e3}
-
-    return {"tile_intersections": intersections, "sample_evals": evals,
-            "fwd": est(fwd_bytes, fwd_flops),
-            "fwd_bwd": est(fwd_bytes + bwd_bytes, fwd_flops + FLOPS_PER_EVAL_FWD * evals + bwd_flops)}
-
-
 # ------------------------------------------------------------------------------------ main ---
-def run_setting(name, args, device, notes):
+def run_setting(name, args, device):
     num_images, n, height, width, channels, what = SETTINGS[name]
     res = {"setting": name, "what": what, "B": num_images, "N": n, "H": height, "W": width, "C": channels,
            "gaussians": num_images * n, "bytes_per_image_bf16": n * (6 + channels) * 2}
-    xy, chol, rgb, opacity = sample_inputs(device, num_images, n, channels, height, width,
-                                           kind="realistic", seed=0)
-    params = (xy, chol, rgb, opacity)
-    v_out = torch.randn(num_images, channels, height, width, device=device,
-                        generator=torch.Generator(device).manual_seed(1))
-    intersections, evals = work_counts(xy, chol, num_images, n, height, width, channels)
-    res["roofline"] = roofline(num_images, n, height, width, channels, intersections, evals,
-                               args.peak_bw_tbs, args.peak_fp32_tflops)
+    params = sample_inputs(device, num_images, n, channels, height, width, kind="realistic", seed=0)
+    v_out = torch.randn(num_images, channels, height, width, generator=torch.Generator().manual_seed(1)).to(device)
     reps, warm = args.reps, args.warmup
 
-    def rates(r):
+    def rates(r, images):
         for k in ("fwd", "fwd_bwd"):
-            ms = r[f"{k}_ms"]
-            r[f"{k}_images_per_s"] = num_images / ms * 1e3
-            r[f"{k}_gaussians_per_s"] = num_images * n / ms * 1e3
+            r[f"{k}_images_per_s"] = images / r[f"{k}_ms"] * 1e3
         return r
 
-    # CUDA op
-    if device.type == "cuda":
-        import gsdd_cuda
-
-        if gsdd_cuda.is_available():
-            def render_cuda(a, b, c, d):
-                return gsdd_cuda.rasterize(a, b, c, d, num_images, height, width)
-
-            res["cuda"] = rates(measure(render_cuda, params, v_out, device, reps, warm))
-            r = res["cuda"]
-            r["sample_evals_per_s_fwd"] = evals / r["fwd_ms"] * 1e3
-            r["roofline_fraction_fwd"] = res["roofline"]["fwd"]["bound_ms"] / r["fwd_ms"]
-            r["roofline_fraction_fwd_bwd"] = res["roofline"]["fwd_bwd"]["bound_ms"] / r["fwd_bwd_ms"]
-        else:
-            res["cuda"] = {"skipped": gsdd_cuda.unavailable_reason()}
+    # 1. native: checked, then timed
+    if not gsdd_cuda.is_available(device.type):
+        res["native"] = {"skipped": gsdd_cuda.unavailable_reason(device.type)}
     else:
-        res["cuda"] = {"skipped": "the CUDA op needs --device cuda"}
+        res["check"] = check_native(params, v_out, num_images, n, height, width, args.check_images)
 
-    # dense reference
-    dense = num_images * height * width * 4 * n
-    if dense > args.ref_max_evals:
-        res["reference"] = {"skipped": f"dense evaluations {dense:.3g} > --ref-max-evals {args.ref_max_evals:.3g}"}
-    else:
-        def render_ref(a, b, c, d):
-            return rasterize_reference(a, b, c, d, num_images, height, width)
+        def render_native(a, b, c, d):
+            return gsdd_cuda.rasterize(a, b, c, d, num_images, height, width)
 
-        try:
-            res["reference"] = rates(measure(render_ref, params, v_out, device, min(reps, args.ref_reps),
-                                             min(warm, 1)))
-        except torch.OutOfMemoryError as exc:
-            res["reference"] = {"skipped": f"out of memory: {str(exc).splitlines()[0]}"}
-            torch.cuda.empty_cache()
+        res["native"] = rates(measure(render_native, params, v_out, device, reps, warm), num_images)
+        res["native"]["origin"] = gsdd_cuda._backend.origin(device.type)
 
-    # SIREN at the same byte budget
+    # 2. reference: all images, or a prefix of k images scaled by B/k
+    per_image = height * width * 4 * n
+    k = max(1, min(num_images, int(args.ref_max_evals // per_image)))
+    sub = [t[: k * n] for t in params]
+
+    def render_ref(a, b, c, d):
+        return rasterize_reference(a, b, c, d, k, height, width)
+
+    try:
+        ref = measure(render_ref, sub, v_out[:k], device, min(reps, args.ref_reps), min(warm, 1))
+        ref["images_timed"] = k
+        if k < num_images:
+            ref["scaled_from_images"] = k
+            for key in ("fwd_ms", "fwd_bwd_ms"):
+                ref[f"{key}_measured"] = ref[key]
+                ref[key] = ref[key] * num_images / k
+            ref["note"] = (f"timed on the first {k} of {num_images} images and scaled by {num_images}/{k} "
+                           "(the reference is linear in the images); peak bytes are those of the subset")
+        res["reference"] = rates(ref, num_images)
+    except torch.OutOfMemoryError as exc:
+        res["reference"] = {"skipped": f"out of memory: {str(exc).splitlines()[0]}"}
+        torch.cuda.empty_cache()
+
+    # 3. SIREN at the same byte budget
     budget = n * (6 + channels)
     hidden = siren_width(budget, channels)
     siren = BatchedSiren(num_images, hidden, channels, height, width, device)
     act_bytes = num_images * height * width * hidden * 4 * 6  # ~6 live [B, HW, h] fp32 tensors in bwd
     chunk = max(1, int(num_images * args.siren_max_bytes / max(act_bytes, 1)))
     try:
-        res["siren"] = rates(measure(chunked(siren, num_images, chunk), siren.params, v_out, device, reps, warm))
-        res["siren"].update({"hidden": hidden, "params_per_image": siren_params(hidden, channels),
-                             "budget_params_per_image": budget, "image_chunk": min(chunk, num_images)})
+        res["siren"] = rates(measure(chunked(siren, num_images, chunk), siren.params, v_out, device, reps, warm),
+                             num_images)
+        res["siren"].update({
+            "label": f"DDiF-style SIREN decoder, eager PyTorch fp32 (TF32 off), 2-{hidden}-{hidden}-{channels}, "
+                     f"sin(30x), {siren_params(hidden, channels)} params/image (budget {budget})",
+            "hidden": hidden, "params_per_image": siren_params(hidden, channels), "budget_params_per_image": budget,
+            "image_chunk": min(chunk, num_images)})
     except torch.OutOfMemoryError as exc:
         res["siren"] = {"skipped": f"out of memory: {str(exc).splitlines()[0]}"}
         torch.cuda.empty_cache()
 
-    cu, ref, sir = res.get("cuda", {}), res.get("reference", {}), res.get("siren", {})
+    nat, ref, sir = res.get("native", {}), res.get("reference", {}), res.get("siren", {})
     ratios = {}
-    for k in ("fwd", "fwd_bwd"):
-        if f"{k}_ms" in cu and f"{k}_ms" in ref:
-            ratios[f"speedup_vs_reference_{k}"] = ref[f"{k}_ms"] / cu[f"{k}_ms"]
-            if cu.get(f"{k}_peak_bytes") and ref.get(f"{k}_peak_bytes") is not None:
-                ratios[f"memory_ratio_reference_over_cuda_{k}"] = ref[f"{k}_peak_bytes"] / cu[f"{k}_peak_bytes"]
-        if f"{k}_ms" in cu and f"{k}_ms" in sir:
-            ratios[f"speedup_vs_siren_{k}"] = sir[f"{k}_ms"] / cu[f"{k}_ms"]
-            if cu.get(f"{k}_peak_bytes") and sir.get(f"{k}_peak_bytes") is not None:
-                ratios[f"memory_ratio_siren_over_cuda_{k}"] = sir[f"{k}_peak_bytes"] / cu[f"{k}_peak_bytes"]
+    for key in ("fwd", "fwd_bwd"):
+        if f"{key}_ms" in nat and f"{key}_ms" in ref:
+            ratios[f"speedup_vs_reference_{key}"] = ref[f"{key}_ms"] / nat[f"{key}_ms"]
+        if f"{key}_ms" in nat and f"{key}_ms" in sir:
+            ratios[f"speedup_vs_siren_{key}"] = sir[f"{key}_ms"] / nat[f"{key}_ms"]
+        for other, label in ((ref, "reference"), (sir, "siren")):
+            a, b = nat.get(f"{key}_peak_bytes"), other.get(f"{key}_peak_bytes")
+            if a and b is not None and "scaled_from_images" not in other:
+                ratios[f"memory_ratio_{label}_over_native_{key}"] = b / a
     res["ratios"] = ratios
     return res
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--settings", default=None,
-                    help=f"comma list of {', '.join(SETTINGS)} or 'paper' (default: paper on cuda, tiny on cpu)")
+                    help=f"comma list of {', '.join(SETTINGS)} or 'paper' "
+                         f"(default: paper on cuda, {','.join(CPU_DEFAULT)} on cpu)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--ref-reps", type=int, default=3, help="reps for the (slow) reference")
-    ap.add_argument("--ref-max-evals", type=float, default=2e10,
-                    help="skip the dense reference above this many Gaussian-sample evaluations")
+    ap.add_argument("--ref-max-evals", type=float, default=2e9,
+                    help="time the reference on a prefix of images above this many Gaussian-sample evaluations")
+    ap.add_argument("--check-images", type=int, default=256,
+                    help="images compared with the reference before timing (a prefix)")
     ap.add_argument("--siren-max-bytes", type=float, default=8e9,
                     help="SIREN activation budget; images are processed in chunks above it")
-    ap.add_argument("--peak-bw-tbs", type=float, default=H100_SXM_BW_TBS,
-                    help="DRAM bandwidth for the roofline, TB/s (default: H100 SXM HBM3)")
-    ap.add_argument("--peak-fp32-tflops", type=float, default=H100_SXM_FP32_TFLOPS,
-                    help="FP32 (non-tensor) peak for the roofline, TFLOP/s (default: H100 SXM)")
-    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON document here (after every setting)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if args.settings is None:
-        names = PAPER if device.type == "cuda" else ["tiny"]
+        names = PAPER if device.type == "cuda" else CPU_DEFAULT
     elif args.settings == "paper":
         names = PAPER
     else:
@@ -323,27 +350,42 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown settings {unknown}; valid: {', '.join(SETTINGS)}")
     torch.backends.cuda.matmul.allow_tf32 = False
-    notes = [
-        f"peaks for the roofline: {args.peak_bw_tbs} TB/s, {args.peak_fp32_tflops} TFLOP/s "
-        "(defaults: NVIDIA H100 SXM datasheet)",
-        f"flops per Gaussian-sample evaluation: fwd {FLOPS_PER_EVAL_FWD}, bwd {FLOPS_PER_EVAL_BWD} (estimates)",
-        "SIREN budget: parameters × 2 bytes (bf16-equivalent) <= N·(6+C)·2 bytes; computed in fp32",
-        "inputs: gsdd_cuda.testing.sample_inputs(kind='realistic')",
-        "peak bytes: max_memory_allocated during one call minus memory allocated before it",
-    ]
+    torch.backends.cudnn.allow_tf32 = False
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
         "reps": args.reps,
-        "notes": notes,
-        "results": [run_setting(name, args, device, notes) for name in names],
+        "notes": [
+            "inputs: gsdd_cuda.testing.sample_inputs(kind='realistic'); fwd_bwd = one forward with autograd "
+            "+ one backward",
+            "peak bytes: cuda max_memory_allocated during one call minus memory allocated before it; cpu "
+            "VmHWM after a reset minus VmRSS before the call (approximate: allocator caching)",
+            f"check: forward {FWD_ATOL} abs (x max(1, |ref|)), gradients rtol {GRAD_RTOL}, "
+            f"atol {GRAD_ATOL_REL} x max|ref|",
+        ],
+        "results": [],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
+    status = 0
+    for name in names:
+        try:
+            res = run_setting(name, args, device)
+        except CheckFailed as exc:
+            res = {"setting": name, "check": {"passed": False, "error": str(exc)}}
+            status = 1
+        report["results"].append(res)
+        report["load_average_now"] = os.getloadavg()
+        print("RESULT " + json.dumps(res), flush=True)
+        if args.out:
+            write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+        if status:
+            print(f"error: {name}: the native kernels disagree with the reference: {res['check']['error']}",
+                  file=sys.stderr)
+            break
+    print(json.dumps(report, indent=2))
+    return status
 
 
 if __name__ == "__main__":

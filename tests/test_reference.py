@@ -197,9 +197,11 @@ def test_offscreen_and_zero_opacity_render_nothing():
     assert rasterize_reference(xy, chol, rgb, op, 2, 16, 16).shape == (2, 3, 16, 16)  # N = 1
 
 
-def test_entry_point_uses_reference_on_cpu(gen, monkeypatch):
+def test_entry_point_backend_selection(gen, monkeypatch):
+    """Explicit 'reference' is the oracle itself; explicit 'cuda' on CPU tensors and unknown names
+    are errors (GSDD_BACKEND too). 'auto' picks the native kernels (tests/cuda/test_cpu_kernels.py)."""
     xy, chol, rgb, opacity = random_set(gen, 2, 4, dtype=torch.float32)
-    a = rasterize(xy, chol, rgb, opacity, 2, 16, 16)
+    a = rasterize(xy, chol, rgb, opacity, 2, 16, 16, backend="reference")
     b = rasterize_reference(xy, chol, rgb, opacity, 2, 16, 16)
     assert torch.equal(a, b)
     from gsdd_cli.errors import ConfigError, CudaUnavailableError
@@ -211,3 +213,28 @@ def test_entry_point_uses_reference_on_cpu(gen, monkeypatch):
     monkeypatch.setenv("GSDD_BACKEND", "cuda")
     with pytest.raises(CudaUnavailableError):
         rasterize(xy, chol, rgb, opacity, 2, 16, 16)
+    monkeypatch.setenv("GSDD_BACKEND", "reference")
+    assert torch.equal(rasterize(xy, chol, rgb, opacity, 2, 16, 16), b)
+
+
+def test_clamp_boundaries_pass_no_gradient():
+    """The reference's convention, independent of the torch release (which changed it): at o·e = 1
+    exactly and at Σ'11 = 1/16 exactly the gradient of the clamp is 0."""
+    p = 7.5 / 8 - 1  # the centre sample of pixel (7, 7) without antialiasing: σ = 0 there
+    xy = torch.tensor([[p, p]], dtype=torch.float64, requires_grad=True)
+    chol = torch.tensor([[0.25, 0.0, 2.0]], dtype=torch.float64, requires_grad=True)  # L11² = 1/16
+    rgb = torch.ones(1, 1, dtype=torch.float64)
+    op = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
+    v = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    v[0, 0, 7, 7] = 1.0
+    img = rasterize_reference(xy, chol, rgb, op, 1, 16, 16, antialias=False)
+    assert img[0, 0, 7, 7].item() == 1.0
+    g_xy, g_chol, g_op = torch.autograd.grad(img, (xy, chol, op), v)
+    assert g_op.item() == 0.0 and torch.all(g_xy == 0)
+    below = torch.tensor([[0.5]], dtype=torch.float64, requires_grad=True)
+    img = rasterize_reference(xy, chol, rgb, below, 1, 16, 16, antialias=False)
+    assert torch.autograd.grad(img, below, v)[0].item() == 1.0
+    # the 1/16 floor binds exactly for Σ'11: no gradient to L11 through it (L21 = 0 kills Σ'12's)
+    v_all = torch.ones(1, 1, 16, 16, dtype=torch.float64)
+    img = rasterize_reference(xy, chol, rgb, below, 1, 16, 16, antialias=False)
+    assert torch.autograd.grad(img, chol, v_all)[0][0, 0].item() == 0.0

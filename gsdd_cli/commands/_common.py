@@ -64,7 +64,8 @@ BackendOpt = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="Renderer: auto (CUDA op on GPU tensors when built, else reference), cuda, reference.",
+        help="Renderer: auto (native CPU/CUDA kernels, compiled on first use; else reference), native, cuda, "
+        "reference.",
     ),
 ]
 

@@ -1,53 +1,80 @@
-"""The one renderer entry point. Picks the CUDA op or the pure-PyTorch reference.
+"""The one renderer entry point. Picks the native op (CPU or CUDA kernels) or the PyTorch reference.
 
-``backend`` is ``"auto"`` (default), ``"cuda"`` or ``"reference"``; the environment variable
-``GSDD_BACKEND`` overrides ``"auto"``. ``auto`` uses the CUDA op when the tensors live on a GPU and
-the extension is available (built or buildable), else the reference. An explicit ``"cuda"`` that
-cannot be honoured raises :class:`CudaUnavailableError`; it never falls back silently.
+``backend`` is ``"auto"`` (default), ``"native"``, ``"cuda"`` or ``"reference"``; the environment
+variable ``GSDD_BACKEND`` overrides ``"auto"``.
+
+* ``auto`` uses the native kernels of the tensors' device (CPU or CUDA; the first use may compile
+  them, see docs/rasterizer.md). If they cannot be had, it says so in one line on stderr (once per
+  process and device) and uses the reference.
+* ``native`` requires the native kernels of the tensors' device; ``cuda`` additionally requires
+  the tensors to be on a GPU. Neither falls back: they raise :class:`NativeUnavailableError`
+  (a :class:`~gsdd_cli.errors.CudaUnavailableError`, exit code 6).
+* ``reference`` is the pure-PyTorch oracle (:mod:`gsdd_cli.render.reference`), any device.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
 from gsdd_cli.errors import ConfigError, CudaUnavailableError
 from gsdd_cli.render.reference import rasterize_reference
 
-BACKENDS = ("auto", "cuda", "reference")
+BACKENDS = ("auto", "native", "cuda", "reference")
+NATIVE_DEVICES = ("cpu", "cuda")
+_warned: set[str] = set()  # devices whose fallback to the reference was already reported
+
+
+class NativeUnavailableError(CudaUnavailableError):
+    """An explicit native/cuda backend was requested but its kernels cannot be used (exit code 6)."""
+
+
+def _fallback_notice(kind: str, reason: str) -> None:
+    if kind in _warned:
+        return
+    _warned.add(kind)
+    print(f"gsdd: the native {kind.upper()} renderer is unavailable ({reason}); using the PyTorch reference "
+          "renderer (slower)", file=sys.stderr, flush=True)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn 'auto' (or $GSDD_BACKEND) into a concrete backend for tensors on ``device``."""
+    """Turn a backend name (or $GSDD_BACKEND for 'auto') into 'native' or 'reference' for tensors
+    on ``device``."""
     if backend == "auto":
         backend = os.environ.get("GSDD_BACKEND", "auto") or "auto"
     if backend not in BACKENDS:
         raise ConfigError(f"unknown renderer backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "reference":
         return backend
-    on_gpu = device.type == "cuda"
+    kind = torch.device(device).type
     if backend == "auto":
-        if not on_gpu:
+        if kind not in NATIVE_DEVICES:
             return "reference"
         import gsdd_cuda
 
-        return "cuda" if gsdd_cuda.is_available() else "reference"
-    # explicit cuda
-    if not on_gpu:
-        raise CudaUnavailableError(
-            "the CUDA renderer needs tensors on a GPU (got device "
-            f"{device}); use --device cuda or --backend reference"
+        if gsdd_cuda.is_available(kind):
+            return "native"
+        _fallback_notice(kind, gsdd_cuda.unavailable_reason(kind))
+        return "reference"
+    if backend == "cuda" and kind != "cuda":
+        raise NativeUnavailableError(
+            f"the CUDA renderer needs tensors on a GPU (got device {device}); "
+            "use --device cuda, --backend native or --backend reference"
         )
+    if kind not in NATIVE_DEVICES:
+        raise NativeUnavailableError(f"no native renderer for device {device}; use --backend reference")
     import gsdd_cuda
 
-    if not gsdd_cuda.is_available():
-        raise CudaUnavailableError(
-            f"the gsdd CUDA extension is not available: {gsdd_cuda.unavailable_reason()}",
-            hint="build it with `pip install --no-build-isolation -e .` on a machine with nvcc, "
-            "or use --backend reference",
+    if not gsdd_cuda.is_available(kind):
+        hint = ("build it with `GSDD_BUILD_CUDA=1 pip install --no-build-isolation -e .` on a machine with nvcc, "
+                "or use --backend reference") if kind == "cuda" else \
+            "install a C++ compiler (g++) and ninja, or use --backend reference"
+        raise NativeUnavailableError(
+            f"the native {kind.upper()} renderer is not available: {gsdd_cuda.unavailable_reason(kind)}", hint=hint
         )
-    return "cuda"
+    return "native"
 
 
 def rasterize(
@@ -62,15 +89,16 @@ def rasterize(
     antialias: bool = True,
     backend: str = "auto",
 ) -> torch.Tensor:  # [B, C, H, W]
-    """Render B images of N Gaussians each (SPEC §2). Differentiable w.r.t. all four inputs."""
-    chosen = resolve_backend(backend, xy.device)
-    if chosen == "cuda":
+    """Render B images of N Gaussians each (docs/method.md). Differentiable w.r.t. all four inputs.
+
+    The native kernels return float32 (float64 for float64 CPU inputs); the reference computes in
+    ``xy``'s dtype.
+    """
+    if resolve_backend(backend, xy.device) == "native":
         import gsdd_cuda
 
-        return gsdd_cuda.rasterize(
-            xy, chol, rgb, opacity, num_images, height, width, antialias=antialias
-        )
+        return gsdd_cuda.rasterize(xy, chol, rgb, opacity, num_images, height, width, antialias=antialias)
     return rasterize_reference(xy, chol, rgb, opacity, num_images, height, width, antialias)
 
 
-__all__ = ["rasterize", "rasterize_reference", "resolve_backend", "BACKENDS"]
+__all__ = ["rasterize", "rasterize_reference", "resolve_backend", "BACKENDS", "NativeUnavailableError"]

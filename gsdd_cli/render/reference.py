@@ -24,6 +24,21 @@ ALPHA_MIN = 1.0 / 255.0  # per-sample value cut-off
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
+def _clamp_min(x: torch.Tensor, lo: float) -> torch.Tensor:
+    """torch.clamp(x, min=lo) with the gradient passing only where x > lo (0 at the boundary).
+
+    The value is torch.clamp's (NaN propagates). The boundary convention is spelled out because
+    torch changed it (older releases pass the gradient at x == lo, newer ones do not); the native
+    kernels implement this one (gsdd_cuda/csrc/gsdd_math.h).
+    """
+    return torch.where(x > lo, x, x.detach().clamp(min=lo))
+
+
+def _clamp_max(x: torch.Tensor, hi: float) -> torch.Tensor:
+    """torch.clamp(x, max=hi) with the gradient passing only where x < hi (see _clamp_min)."""
+    return torch.where(x < hi, x, x.detach().clamp(max=hi))
+
+
 def project(
     xy: torch.Tensor,  # [B*N, 2] normalized means in [-1, 1]
     chol: torch.Tensor,  # [B*N, 3] Cholesky factor (L11, L21, L22), pixel units, offset applied
@@ -40,9 +55,9 @@ def project(
     py = (height / 2.0) * (xy[:, 1] + 1.0)
     l11, l21, l22 = chol[:, 0], chol[:, 1], chol[:, 2]
     s = PIXEL_FILTER_VAR if antialias else 0.0
-    a = torch.clamp(l11 * l11 + s, min=MIN_VAR)  # Σ'11; clamp zeroes the gradient if it binds
+    a = _clamp_min(l11 * l11 + s, MIN_VAR)  # Σ'11; the floor zeroes the gradient where it binds
     b = l11 * l21  # Σ'12
-    c = torch.clamp(l21 * l21 + l22 * l22 + s, min=MIN_VAR)  # Σ'22
+    c = _clamp_min(l21 * l21 + l22 * l22 + s, MIN_VAR)  # Σ'22
     det = a * c - b * b
     inv = 1.0 / det
     conic = torch.stack([c * inv, -b * inv, a * inv], dim=-1)
@@ -99,7 +114,7 @@ def _splat_chunk(
     dy = p[:, None, :, 1] - sy[None, :, None]
     q11, q12, q22 = (conic[:, None, :, k] for k in range(3))
     sigma = 0.5 * (q11 * dx * dx + q22 * dy * dy) + q12 * dx * dy
-    w = torch.clamp(opacity[:, None, :] * torch.exp(-sigma), max=1.0)
+    w = _clamp_max(opacity[:, None, :] * torch.exp(-sigma), 1.0)
     keep = (sigma >= 0) & (w >= ALPHA_MIN)
     if tile_mask:
         keep &= (

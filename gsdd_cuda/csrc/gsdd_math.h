@@ -175,13 +175,14 @@ GSDD_FN double log_(double x) {
 }
 template <typename T> GSDD_FN bool finite_(T x) { return x - x == x - x; }  // false for inf, NaN
 
-// torch.clamp(x, min=lo): NaN propagates (unlike fmaxf).
+// torch.clamp(x, min=lo): NaN propagates (unlike fmaxf). Its derivative, in the reference's
+// convention (reference._clamp_min), is 1 where x > lo and 0 elsewhere, the boundary included.
 template <typename T> GSDD_FN T clamp_min(T x, T lo) { return x < lo ? lo : x; }
 
 // ------------------------------------------------------------------------------------ exp ----
 // kFast: the fast exp, close calls flagged (see eval_sample). kFastUnclamped: the same for a
-// Gaussian with o <= 1, host only: there every exp here gives e <= 1 for σ >= 0, so o·e <= 1, the
-// clamp at 1 is never active and needs neither a min nor a close-call check. kAccurate: the
+// Gaussian with o < 1, host only: there every exp here gives e <= 1 for σ >= 0, so o·e < 1, the
+// clamp at 1 is never reached and needs neither a min nor a close-call check. kAccurate: the
 // accurate exp, no flags.
 enum class ExpMode { kFast, kFastUnclamped, kAccurate };
 template <ExpMode M> GSDD_FN constexpr bool is_fast() { return M != ExpMode::kAccurate; }
@@ -334,8 +335,9 @@ GSDD_FN T square_term(T q, T d) {
 }
 
 // One sample: e = e^{-σ}, ow = o·e, w = min(1, ow). keep: σ >= 0 and w >= 1/255. unclamped: the
-// derivative of min(1, ·) is 1 (ow <= 1, torch.clamp's rule at the boundary). near: the fast exp
-// was used and ow is close enough to 1/255 or 1 that the accurate exp must decide.
+// derivative of min(1, ·) is 1, i.e. ow < 1 (0 at the boundary ow == 1, the reference's
+// _clamp_max convention). near: the fast exp was used and ow is close enough to 1/255 or 1 that
+// the accurate exp must decide.
 template <typename T, ExpMode M>
 GSDD_FN void eval_sample(T sigma, T o, T& e, T& ow, T& w, bool& keep, bool& unclamped, bool& near) {
   e = exp_neg<M>(sigma);
@@ -345,13 +347,13 @@ GSDD_FN void eval_sample(T sigma, T o, T& e, T& ow, T& w, bool& keep, bool& uncl
   keep = pos & (ow >= alpha_min<T>());  // == (w >= 1/255), since 1/255 < 1 (NaN: false)
   const T da = ow - alpha_min<T>();
   const bool near_alpha = (da < T(0) ? -da : da) <= near_band<T>() * alpha_min<T>();
-  if (M == ExpMode::kFastUnclamped) {  // o <= 1 (host): ow <= 1
+  if (M == ExpMode::kFastUnclamped) {  // o < 1 (host): ow < 1
     w = ow;
     unclamped = keep;
     near = pos & near_alpha;
   } else {
     w = ow > T(1) ? T(1) : ow;
-    unclamped = keep & (ow <= T(1));
+    unclamped = keep & (ow < T(1));
     const T d1 = ow - T(1);
     near = M == ExpMode::kAccurate ? false : (pos & (near_alpha | ((d1 < T(0) ? -d1 : d1) <= near_band<T>())));
   }
@@ -445,7 +447,7 @@ GSDD_FN GradValues<T> pixel_grad_values(const PixelGrad<T>& r, T a) {
 
 // Chain rule of one Gaussian's summed (∂p_x, ∂p_y, ∂Q11, ∂Q12, ∂Q22) back to (x, y) and
 // (L11, L21, L22): Q = inv·(Σ'22, −Σ'12, Σ'11) with inv = 1/det, det = Σ'11Σ'22 − Σ'12²; the 1/16
-// floor passes the gradient where the unclamped value is >= 1/16 (torch.clamp); Σ'11 = L11² + s,
+// floor passes the gradient where the unclamped value is > 1/16 (clamp_min); Σ'11 = L11² + s,
 // Σ'12 = L11·L21, Σ'22 = L21² + L22² + s; p = (W/2, H/2)·(xy + 1). Equals −Q(∂ℒ/∂Q)Q for the
 // symmetric matrix form.
 template <typename T>
@@ -460,8 +462,8 @@ GSDD_FN void chain_rule(const T (&v)[5], T l11, T l21, T l22, bool antialias, in
   const T inv = T(1) / (sa * sc - sb * sb);
   const T v_inv = v[2] * sc - v[3] * sb + v[4] * sa;
   const T v_det = -v_inv * inv * inv;
-  const T v_sa = a_raw >= min_var<T>() ? v[4] * inv + v_det * sc : T(0);
-  const T v_sc = c_raw >= min_var<T>() ? v[2] * inv + v_det * sa : T(0);
+  const T v_sa = a_raw > min_var<T>() ? v[4] * inv + v_det * sc : T(0);
+  const T v_sc = c_raw > min_var<T>() ? v[2] * inv + v_det * sa : T(0);
   const T v_sb = -v[3] * inv - T(2) * sb * v_det;
   v_chol[0] = T(2) * l11 * v_sa + l21 * v_sb;
   v_chol[1] = l11 * v_sb + T(2) * l21 * v_sc;

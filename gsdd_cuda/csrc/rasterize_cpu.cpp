@@ -165,11 +165,11 @@ void clip_rows(const Spans<T>& sp, const Projected<T>& g, int& r0, int& r1) {
 }
 
 // Which exp a Gaussian's pixels use: float only takes the fast paths (while σ < 80 covers every
-// sample that can pass), and the unclamped one when o <= 1.
+// sample that can pass), and the unclamped one when o < 1.
 template <typename T>
 inline ExpMode exp_mode(T o, T cut) {
   if (!std::is_same_v<T, float> || !fast_exp_ok(cut)) return ExpMode::kAccurate;
-  return o <= T(1) ? ExpMode::kFastUnclamped : ExpMode::kFast;
+  return o < T(1) ? ExpMode::kFastUnclamped : ExpMode::kFast;
 }
 
 template <typename T, bool AA>

@@ -1,14 +1,11 @@
-// Forward rasterizer: gsdd::rasterize_fwd (SPEC.md §2.4-2.5).
+// CUDA forward: gsdd::rasterize_fwd and gsdd::project (docs/rasterizer.md).
 //
-// One block of 16×16 threads per (image, tile) — blockIdx.x = image·tiles_per_image + local tile,
-// the global tile id of SPEC §2.5 — and one thread per pixel. Instead of building and sorting a
-// global (tile, Gaussian) intersection list, each block scans the N Gaussians of its own image in
-// chunks of 256, projects them and keeps those whose tile box contains the block's tile
-// (load_chunk in common.cuh). See docs/cuda.md for why this bucketing is used.
-// blockIdx.y selects a group of up to CB colour channels (several groups only when C > 4).
-#include "common.cuh"
-#include "rasterize.h"
-
+// One block of 16×16 threads per (image, tile) — blockIdx.x = image·tiles_per_image + local tile —
+// and one thread per pixel. Instead of building and sorting a global (tile, Gaussian) list, each
+// block scans the N Gaussians of its own image in chunks of 256, projects them and keeps those
+// whose tile box contains the block's tile (load_chunk). Each pixel sums its hits in Gaussian-id
+// order: the forward is deterministic. blockIdx.y selects a group of up to CB = 4 colour channels.
+#include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
@@ -16,9 +13,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <limits>
+#include <tuple>
+
+#include "checks.h"
+#include "common.cuh"
 
 namespace gsdd {
+namespace {
 
 template <int CB, bool AA>
 __global__ void __launch_bounds__(kBlock)
@@ -27,60 +28,50 @@ __global__ void __launch_bounds__(kBlock)
                          const float* __restrict__ rgb,      // [B*N, C]
                          const float* __restrict__ opacity,  // [B*N]
                          int n, int channels, int height, int width, int tiles_x, int tiles_y,
-                         float* __restrict__ out) {          // [B, C, H, W]
+                         float* __restrict__ out) {  // [B, C, H, W]
+  constexpr int S = Samples<AA>::S;
   __shared__ float2 s_p[kBlock];
   __shared__ float4 s_qo[kBlock];  // q11, q12, q22, opacity
+  __shared__ float s_cut[kBlock];
   __shared__ float s_c[kBlock * CB];
   __shared__ int s_warp_count[kWarps];
 
-  const PixelSite<AA> site(tiles_x, tiles_y, height, width);
+  const PixelSite<AA> site(tiles_x, tiles_y, height, width, 0);
   const int64_t b = site.b;
   const int c0 = blockIdx.y * CB;
   const int cn = min(CB, channels - c0);
-  const bool inside = site.inside;
-  const float filter_var = AA ? kFilterVar : 0.0f;
-  constexpr int S = PixelSite<AA>::S;
-  const float (&sx)[S] = site.sx;
-  const float (&sy)[S] = site.sy;
 
   float acc[CB];
 #pragma unroll
   for (int k = 0; k < CB; ++k) acc[k] = 0.0f;
 
-  auto store = [&](int pos, int64_t gid, const Projected& g, float o) {
+  auto store = [&](int pos, int i, const Projected<float>& g, float o) {
+    const int64_t gid = b * static_cast<int64_t>(n) + i;
     s_p[pos] = make_float2(g.px, g.py);
     s_qo[pos] = make_float4(g.q11, g.q12, g.q22, o);
+    s_cut[pos] = cut_sigma(o);
 #pragma unroll
     for (int k = 0; k < CB; ++k) s_c[pos * CB + k] = (k < cn) ? rgb[gid * channels + c0 + k] : 0.0f;
   };
 
   for (int base = 0; base < n; base += kBlock) {
-    const int count = load_chunk(xy, chol, opacity, b, n, base, site.tile_x, site.tile_y, height, width,
-                                 filter_var, tiles_x, tiles_y, s_warp_count, store);
-    if (!inside) continue;  // still took part in the loads and barriers above
+    const int count = load_chunk(xy, chol, opacity, b, n, base, site.tile_x, site.tile_y, height, width, AA,
+                                 s_warp_count, store);
+    if (!site.inside) continue;  // still took part in the loads and barriers above
     for (int j = 0; j < count; ++j) {
       const float2 p = s_p[j];
       const float4 q = s_qo[j];
-      float dx[S], dy[S], qxx[S], qyy[S];
-#pragma unroll
-      for (int k = 0; k < S; ++k) {
-        dx[k] = __fsub_rn(p.x, sx[k]);
-        dy[k] = __fsub_rn(p.y, sy[k]);
-        qxx[k] = __fmul_rn(__fmul_rn(q.x, dx[k]), dx[k]);
-        qyy[k] = __fmul_rn(__fmul_rn(q.z, dy[k]), dy[k]);
-      }
-      float wsum = 0.0f;
-#pragma unroll
-      for (int iy = 0; iy < S; ++iy) {
-#pragma unroll
-        for (int ix = 0; ix < S; ++ix) {
-          const float sigma = sigma_of(qxx[ix], qyy[iy], q.y, dx[ix], dy[iy]);
-          if (sigma >= 0.0f) {
-            const float ow = __fmul_rn(q.w, expf(-sigma));
-            const float w = ow > 1.0f ? 1.0f : ow;
-            if (w >= kAlphaMin) wsum += w;
-          }
-        }
+      const float cut = s_cut[j];
+      float dx[S], dy[S];
+      site.deltas(p.x, p.y, dx, dy);
+      if (pixel_beyond_cut<AA>(dx, dy, q.x, q.y, q.z, cut)) continue;  // exact: all samples dropped
+      bool near;
+      float wsum;
+      if (fast_exp_ok(cut)) {  // uniform over the block (one Gaussian)
+        wsum = pixel_weight<float, AA, ExpMode::kFast>(dx, dy, q.x, q.y, q.z, q.w, near);
+        if (near) wsum = pixel_weight<float, AA, ExpMode::kAccurate>(dx, dy, q.x, q.y, q.z, q.w, near);
+      } else {
+        wsum = pixel_weight<float, AA, ExpMode::kAccurate>(dx, dy, q.x, q.y, q.z, q.w, near);
       }
       if (wsum != 0.0f) {
 #pragma unroll
@@ -89,7 +80,7 @@ __global__ void __launch_bounds__(kBlock)
     }
   }
 
-  if (inside) {
+  if (site.inside) {
     const float scale = AA ? 0.25f : 1.0f;  // mean over the sub-samples
 #pragma unroll
     for (int k = 0; k < CB; ++k) {
@@ -98,55 +89,43 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-int64_t check_inputs(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
-                     const at::Tensor& opacity, int64_t num_images, int64_t height, int64_t width) {
-  TORCH_CHECK(num_images >= 1, "gsdd: num_images must be >= 1, got ", num_images);
-  TORCH_CHECK(height >= 0 && width >= 0, "gsdd: height and width must be >= 0, got ", height, "x", width);
-  TORCH_CHECK(height <= (1 << 20) && width <= (1 << 20), "gsdd: image size too large: ", height, "x", width);
-  TORCH_CHECK(xy.dim() == 2 && xy.size(1) == 2, "gsdd: xy must be [B*N, 2], got ", xy.sizes());
-  const int64_t total = xy.size(0);
-  TORCH_CHECK(chol.dim() == 2 && chol.size(0) == total && chol.size(1) == 3,
-              "gsdd: chol must be [B*N, 3] = [", total, ", 3], got ", chol.sizes());
-  TORCH_CHECK(rgb.dim() == 2 && rgb.size(0) == total && rgb.size(1) >= 1,
-              "gsdd: rgb must be [B*N, C] with C >= 1 and B*N = ", total, ", got ", rgb.sizes());
-  TORCH_CHECK(opacity.dim() == 2 && opacity.size(0) == total && opacity.size(1) == 1,
-              "gsdd: opacity must be [B*N, 1] = [", total, ", 1], got ", opacity.sizes());
-  TORCH_CHECK(total % num_images == 0, "gsdd: ", total, " Gaussians cannot be split into ",
-              num_images, " images");
-  TORCH_CHECK(total < std::numeric_limits<int32_t>::max(), "gsdd: B*N must be < 2^31, got ", total);
-  for (const at::Tensor* t : {&xy, &chol, &rgb, &opacity}) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat, "gsdd: inputs must be float32 (the Python wrapper casts), got ",
-                t->scalar_type());
-    TORCH_CHECK(t->is_cuda(), "gsdd: inputs must be CUDA tensors, got device ", t->device());
-    TORCH_CHECK(t->device() == xy.device(), "gsdd: all inputs must be on one device");
-  }
-  const int64_t tiles = ((height + kTile - 1) / kTile) * ((width + kTile - 1) / kTile);
-  TORCH_CHECK(num_images * tiles < std::numeric_limits<int32_t>::max(),
-              "gsdd: B * tiles_per_image must be < 2^31");
-  TORCH_CHECK((rgb.size(1) + 3) / 4 <= 65535, "gsdd: too many channels: ", rgb.size(1));
-  return total / num_images;
+__global__ void project_kernel(const float* __restrict__ xy, const float* __restrict__ chol, int64_t count,
+                               int height, int width, bool antialias, float* __restrict__ p,
+                               float* __restrict__ conic, int* __restrict__ box) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  Projected<float> g;
+  project_gaussian(xy[2 * i], xy[2 * i + 1], chol[3 * i], chol[3 * i + 1], chol[3 * i + 2], height, width, antialias,
+                   g);
+  p[2 * i] = g.px;
+  p[2 * i + 1] = g.py;
+  conic[3 * i] = g.q11;
+  conic[3 * i + 1] = g.q12;
+  conic[3 * i + 2] = g.q22;
+  box[4 * i] = g.x0;
+  box[4 * i + 1] = g.x1;
+  box[4 * i + 2] = g.y0;
+  box[4 * i + 3] = g.y1;
 }
 
-namespace {
-
 template <int CB, bool AA>
-void launch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
-                const at::Tensor& opacity, int64_t num_images, int n, int channels, int height,
-                int width, at::Tensor& out, cudaStream_t stream) {
+void launch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb, const at::Tensor& opacity,
+                int64_t num_images, int n, int channels, int height, int width, at::Tensor& out,
+                cudaStream_t stream) {
   const int tiles_x = (width + kTile - 1) / kTile;
   const int tiles_y = (height + kTile - 1) / kTile;
   const dim3 grid(static_cast<unsigned>(num_images * tiles_x * tiles_y), (channels + CB - 1) / CB);
   const dim3 block(kTile, kTile);
   rasterize_fwd_kernel<CB, AA><<<grid, block, 0, stream>>>(
-      xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), opacity.data_ptr<float>(),
-      n, channels, height, width, tiles_x, tiles_y, out.data_ptr<float>());
+      xy.const_data_ptr<float>(), chol.const_data_ptr<float>(), rgb.const_data_ptr<float>(),
+      opacity.const_data_ptr<float>(), n, channels, height, width, tiles_x, tiles_y, out.mutable_data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <bool AA>
-void dispatch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
-                  const at::Tensor& opacity, int64_t num_images, int n, int channels, int height,
-                  int width, at::Tensor& out, cudaStream_t stream) {
+void dispatch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb, const at::Tensor& opacity,
+                  int64_t num_images, int n, int channels, int height, int width, at::Tensor& out,
+                  cudaStream_t stream) {
   switch (channels) {
     case 1: launch_fwd<1, AA>(xy, chol, rgb, opacity, num_images, n, channels, height, width, out, stream); break;
     case 2: launch_fwd<2, AA>(xy, chol, rgb, opacity, num_images, n, channels, height, width, out, stream); break;
@@ -155,33 +134,59 @@ void dispatch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor
   }
 }
 
-}  // namespace
-
-at::Tensor rasterize_fwd_cuda(const at::Tensor& xy_in, const at::Tensor& chol_in,
-                              const at::Tensor& rgb_in, const at::Tensor& opacity_in,
-                              int64_t num_images, int64_t height, int64_t width, bool antialias) {
+at::Tensor rasterize_fwd_cuda(const at::Tensor& xy_in, const at::Tensor& chol_in, const at::Tensor& rgb_in,
+                              const at::Tensor& opacity_in, int64_t num_images, int64_t height, int64_t width,
+                              bool antialias) {
   const int64_t n = check_inputs(xy_in, chol_in, rgb_in, opacity_in, num_images, height, width);
   const c10::cuda::CUDAGuard guard(xy_in.device());
-  const at::Tensor xy = xy_in.contiguous();
-  const at::Tensor chol = chol_in.contiguous();
-  const at::Tensor rgb = rgb_in.contiguous();
-  const at::Tensor opacity = opacity_in.contiguous();
+  const at::Tensor xy = xy_in.contiguous(), chol = chol_in.contiguous();
+  const at::Tensor rgb = rgb_in.contiguous(), opacity = opacity_in.contiguous();
   const int64_t channels = rgb.size(1);
-  if (n == 0 || height == 0 || width == 0) {
-    return at::zeros({num_images, channels, height, width}, xy.options());
-  }
+  if (n == 0 || height == 0 || width == 0) return at::zeros({num_images, channels, height, width}, xy.options());
   at::Tensor out = at::empty({num_images, channels, height, width}, xy.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(xy.device().index()).stream();
+  const int ni = static_cast<int>(n), ci = static_cast<int>(channels);
+  const int hi = static_cast<int>(height), wi = static_cast<int>(width);
   if (antialias) {
-    dispatch_fwd<true>(xy, chol, rgb, opacity, num_images, static_cast<int>(n), static_cast<int>(channels),
-                       static_cast<int>(height), static_cast<int>(width), out, stream);
+    dispatch_fwd<true>(xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, out, stream);
   } else {
-    dispatch_fwd<false>(xy, chol, rgb, opacity, num_images, static_cast<int>(n), static_cast<int>(channels),
-                        static_cast<int>(height), static_cast<int>(width), out, stream);
+    dispatch_fwd<false>(xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, out, stream);
   }
   return out;
 }
 
-TORCH_LIBRARY_IMPL(gsdd, CUDA, m) { m.impl("rasterize_fwd", &rasterize_fwd_cuda); }
+std::tuple<at::Tensor, at::Tensor, at::Tensor> project_cuda(const at::Tensor& xy_in, const at::Tensor& chol_in,
+                                                            int64_t height, int64_t width, bool antialias) {
+  TORCH_CHECK(height >= 0 && width >= 0 && height <= (1 << 20) && width <= (1 << 20), "gsdd: bad image size ",
+              height, "x", width);
+  TORCH_CHECK(xy_in.dim() == 2 && xy_in.size(1) == 2, "gsdd: xy must be [M, 2], got ", xy_in.sizes());
+  TORCH_CHECK(chol_in.dim() == 2 && chol_in.size(1) == 3 && chol_in.size(0) == xy_in.size(0),
+              "gsdd: chol must be [M, 3], got ", chol_in.sizes());
+  TORCH_CHECK(xy_in.scalar_type() == at::kFloat && chol_in.scalar_type() == at::kFloat,
+              "gsdd: CUDA xy and chol must be float32");
+  TORCH_CHECK(xy_in.device() == chol_in.device(), "gsdd: xy and chol must be on one device");
+  const c10::cuda::CUDAGuard guard(xy_in.device());
+  const at::Tensor xy = xy_in.contiguous(), chol = chol_in.contiguous();
+  const int64_t count = xy.size(0);
+  at::Tensor p = at::empty({count, 2}, xy.options());
+  at::Tensor conic = at::empty({count, 3}, xy.options());
+  at::Tensor box = at::empty({count, 4}, xy.options().dtype(at::kInt));
+  if (count == 0) return {p, conic, box};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(xy.device().index()).stream();
+  const int threads = 256;
+  project_kernel<<<static_cast<unsigned>((count + threads - 1) / threads), threads, 0, stream>>>(
+      xy.const_data_ptr<float>(), chol.const_data_ptr<float>(), count, static_cast<int>(height),
+      static_cast<int>(width), antialias, p.mutable_data_ptr<float>(), conic.mutable_data_ptr<float>(),
+      box.mutable_data_ptr<int>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {p, conic, box};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gsdd, CUDA, m) {
+  m.impl("rasterize_fwd", &rasterize_fwd_cuda);
+  m.impl("project", &project_cuda);
+}
 
 }  // namespace gsdd
