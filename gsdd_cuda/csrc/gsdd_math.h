@@ -407,27 +407,49 @@ GSDD_FN PixelGrad<T> pixel_grad(const T (&dx)[Samples<AA>::S], const T (&dy)[Sam
     qyy[k] = square_term(q22, dy[k]);
   }
   PixelGrad<T> r{T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+  T u[S][S];  // o·e of the samples whose derivative flows (unclamped), else 0
   near = false;
   GSDD_UNROLL
   for (int iy = 0; iy < S; ++iy) {
     GSDD_UNROLL
     for (int ix = 0; ix < S; ++ix) {
-      const T ddx = dx[ix], ddy = dy[iy];
-      const T sigma = sigma_of(qxx[ix], qyy[iy], q12, ddx, ddy);
+      const T sigma = sigma_of(qxx[ix], qyy[iy], q12, dx[ix], dy[iy]);
       T e, ow, w;
       bool keep, unclamped, nr;
       eval_sample<T, M>(sigma, o, e, ow, w, keep, unclamped, nr);
       near |= nr;
       r.wsum += keep ? w : T(0);
-      const T u = unclamped ? ow : T(0);  // derivative flows only where min(1, ·) is the identity
       r.esum += unclamped ? e : T(0);
-      r.spx += u * (q11 * ddx + q12 * ddy);
-      r.spy += u * (q22 * ddy + q12 * ddx);
-      r.sxx += u * ddx * ddx;
-      r.sxy += u * ddx * ddy;
-      r.syy += u * ddy * ddy;
+      u[iy][ix] = unclamped ? ow : T(0);  // derivative flows only where min(1, ·) is the identity
     }
   }
+  // Σ_s u·Δ and Σ_s u·ΔΔᵀ, factored over the sample grid (Δx depends on the column, Δy on the row)
+  T sx = T(0), sy = T(0), sxx = T(0), syy = T(0), sxy = T(0);
+  GSDD_UNROLL
+  for (int ix = 0; ix < S; ++ix) {
+    T col = T(0);
+    GSDD_UNROLL
+    for (int iy = 0; iy < S; ++iy) col += u[iy][ix];
+    sx += dx[ix] * col;
+    sxx += (dx[ix] * dx[ix]) * col;
+  }
+  GSDD_UNROLL
+  for (int iy = 0; iy < S; ++iy) {
+    T row = T(0), rowx = T(0);
+    GSDD_UNROLL
+    for (int ix = 0; ix < S; ++ix) {
+      row += u[iy][ix];
+      rowx += dx[ix] * u[iy][ix];
+    }
+    sy += dy[iy] * row;
+    syy += (dy[iy] * dy[iy]) * row;
+    sxy += dy[iy] * rowx;
+  }
+  r.spx = q11 * sx + q12 * sy;  // Σ u·(QΔ)_x
+  r.spy = q22 * sy + q12 * sx;  // Σ u·(QΔ)_y
+  r.sxx = sxx;
+  r.sxy = sxy;
+  r.syy = syy;
   return r;
 }
 

@@ -55,17 +55,21 @@ template <typename T> struct LaneVec;
 template <> struct LaneVec<float> { typedef float type __attribute__((vector_size(kVecBytes))); };
 template <> struct LaneVec<double> { typedef double type __attribute__((vector_size(kVecBytes))); };
 
-// acc[0 .. L) += Σ over chunks of x (n_pad a multiple of L): lane-wise, in a register.
+// acc[k·L .. k·L + L) += Σ over chunks of vals[k·stride ..] for k < 6 (n_pad a multiple of L):
+// lane-wise, in registers, one pass.
 template <typename T>
-inline void lane_sum(T* __restrict__ acc, const T* __restrict__ x, int n_pad) {
+inline void lane_sums6(T* __restrict__ acc, const T* __restrict__ vals, int stride, int n_pad) {
   using V = typename LaneVec<T>::type;
-  V s, v;
-  std::memcpy(&s, acc, sizeof(V));
-  for (int t0 = 0; t0 < n_pad; t0 += kLanes<T>) {
-    std::memcpy(&v, x + t0, sizeof(V));
-    s += v;
+  constexpr int L = kLanes<T>;
+  V s[6], v;
+  for (int k = 0; k < 6; ++k) std::memcpy(&s[k], acc + k * L, sizeof(V));
+  for (int t0 = 0; t0 < n_pad; t0 += L) {
+    for (int k = 0; k < 6; ++k) {
+      std::memcpy(&v, vals + k * stride + t0, sizeof(V));
+      s[k] += v;
+    }
   }
-  std::memcpy(acc, &s, sizeof(V));
+  for (int k = 0; k < 6; ++k) std::memcpy(acc + k * L, &s[k], sizeof(V));
 }
 
 // acc[0 .. L) += Σ over chunks of x·y (no FMA: -ffp-contract=off).
@@ -124,33 +128,37 @@ Spans<T> make_spans(const Projected<T>& g, T cut) {
   return sp;
 }
 
-// Pixel columns [j0, j1) ⊂ [col0, col1) of a pixel row (sample rows at offsets dy) whose samples
-// may pass; false if none.
+// Pixel columns [lo[i], hi[i]) ⊂ [col0, col1) of the pixel rows r0 + i, i < rows, whose samples
+// may pass (empty when lo >= hi), as doubles holding integers. Branch-free over the rows, so the
+// compiler vectorizes it (sqrt, ceil, floor in double lanes).
 template <typename T, bool AA>
-inline bool row_columns(const Spans<T>& sp, const T (&dy)[Samples<AA>::S], int col0, int col1, int& j0, int& j1) {
+GSDD_NOINLINE void span_rows(const Spans<T>& sp, T py, int r0, int rows, int col0, int col1, double* __restrict__ lo,
+                             double* __restrict__ hi) {
+  const double c0 = col0, c1 = col1;
   if (sp.full) {
-    j0 = col0;
-    j1 = col1;
-    return col0 < col1;
+    for (int i = 0; i < rows; ++i) {
+      lo[i] = c0;
+      hi[i] = c1;
+    }
+    return;
   }
-  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-  for (int k = 0; k < Samples<AA>::S; ++k) {
-    const double d = static_cast<double>(dy[k]);
-    const double h2 = sp.a - d * d * sp.bc;
-    if (!(h2 >= 0)) continue;
-    const double c = sp.px + sp.rc * d, h = std::sqrt(h2);
-    lo = std::min(lo, c - h);
-    hi = std::max(hi, c + h);
+  const double inf = std::numeric_limits<double>::infinity();
+  const double a = sp.a, bc = sp.bc, px = sp.px, rc = sp.rc, pad = sp.pad;
+  for (int i = 0; i < rows; ++i) {
+    double l = inf, h = -inf;
+    for (int k = 0; k < Samples<AA>::S; ++k) {
+      // the row's sample offset as the kernel computes it (rounded in T), then exact in double
+      const double d = static_cast<double>(sub_rn(py, add_rn(static_cast<T>(r0 + i), static_cast<T>(Samples<AA>::off(k)))));
+      const double h2 = a - d * d * bc;
+      const double w = std::sqrt(h2 > 0.0 ? h2 : 0.0);
+      const double c = px + rc * d;
+      l = h2 >= 0.0 ? std::min(l, c - w) : l;
+      h = h2 >= 0.0 ? std::max(h, c + w) : h;
+    }
+    // pixel j holds samples in [j, j + 1]: keep j with j + 1 >= l − pad and j <= h + pad
+    lo[i] = std::max(std::ceil(l - pad - 1.0), c0);
+    hi[i] = std::min(std::floor(h + pad) + 1.0, c1);
   }
-  if (!(lo <= hi)) return false;
-  // pixel j holds samples in [j, j + 1]: keep j with j + 1 >= lo − pad and j <= hi + pad
-  const double first = std::ceil(lo - sp.pad - 1.0), last = std::floor(hi + sp.pad);
-  const double a = std::max(first, static_cast<double>(col0));
-  const double b = std::min(last + 1.0, static_cast<double>(col1));
-  if (!(a < b)) return false;
-  j0 = static_cast<int>(a);
-  j1 = static_cast<int>(b);
-  return true;
 }
 
 // Pixel rows [r0, r1) ⊂ [row0, row1) that may hold passing samples.
@@ -219,16 +227,33 @@ struct Inputs {
   int height, width;
 };
 
+// Per-thread buffers of the forward: one pixel row's weights and flags, the band's accumulator
+// [C][16][W + L] (rows padded so whole vectors can be added), the rows' column ranges.
+template <typename T>
+struct BandScratch {
+  int stride;
+  std::vector<T> wrow, band;
+  std::vector<int32_t> nrow;
+  std::vector<double> lo, hi;
+  BandScratch(int width, int64_t channels)
+      : stride(width + kLanes<T>),
+        wrow(static_cast<size_t>(stride)),
+        band(static_cast<size_t>(channels) * kTile * stride),
+        nrow(static_cast<size_t>(stride)),
+        lo(kTile),
+        hi(kTile) {}
+};
+
 template <typename T, bool AA>
-void forward_band(const Inputs<T>& in, int64_t b, int ty, T* out, std::vector<T>& wrow, std::vector<int32_t>& nrow) {
+void forward_band(const Inputs<T>& in, int64_t b, int ty, T* out, BandScratch<T>& sc) {
   const int H = in.height, W = in.width;
   const int64_t C = in.channels;
   const int row0 = ty * kTile, row1 = std::min(H, row0 + kTile);
   const int64_t plane = static_cast<int64_t>(H) * W;
-  for (int64_t c = 0; c < C; ++c) {
-    T* p = out + (b * C + c) * plane + static_cast<int64_t>(row0) * W;
-    std::fill(p, p + static_cast<int64_t>(row1 - row0) * W, T(0));
-  }
+  const int st = sc.stride;
+  std::fill(sc.band.begin(), sc.band.end(), T(0));
+  T* wrow = sc.wrow.data();
+  int32_t* nrow = sc.nrow.data();
   for (int64_t i = 0; i < in.n; ++i) {
     const int64_t gid = b * in.n + i;
     Projected<T> g;
@@ -241,23 +266,25 @@ void forward_band(const Inputs<T>& in, int64_t b, int ty, T* out, std::vector<T>
     const ExpMode mode = exp_mode(o, cut);
     int r0 = row0, r1 = row1;
     clip_rows(sp, g, r0, r1);
+    if (r0 >= r1) continue;
+    span_rows<T, AA>(sp, g.py, r0, r1 - r0, col0, col1, sc.lo.data(), sc.hi.data());
     const T* col = in.rgb + gid * C;
     for (int row = r0; row < r1; ++row) {
+      if (!(sc.lo[row - r0] < sc.hi[row - r0])) continue;
+      const int j0 = static_cast<int>(sc.lo[row - r0]), j1 = static_cast<int>(sc.hi[row - r0]);
       T dy[Samples<AA>::S];
       sample_dy<T, AA>(g, row, dy);
-      int j0, j1;
-      if (!row_columns<T, AA>(sp, dy, col0, col1, j0, j1)) continue;
       const int n = j1 - j0, n_pad = padded<T>(n);
       bool any;
       switch (mode) {
         case ExpMode::kFastUnclamped:
-          any = forward_row<T, AA, ExpMode::kFastUnclamped>(g, o, dy, j0, n_pad, wrow.data(), nrow.data());
+          any = forward_row<T, AA, ExpMode::kFastUnclamped>(g, o, dy, j0, n_pad, wrow, nrow);
           break;
         case ExpMode::kFast:
-          any = forward_row<T, AA, ExpMode::kFast>(g, o, dy, j0, n_pad, wrow.data(), nrow.data());
+          any = forward_row<T, AA, ExpMode::kFast>(g, o, dy, j0, n_pad, wrow, nrow);
           break;
         default:
-          any = forward_row<T, AA, ExpMode::kAccurate>(g, o, dy, j0, n_pad, wrow.data(), nrow.data());
+          any = forward_row<T, AA, ExpMode::kAccurate>(g, o, dy, j0, n_pad, wrow, nrow);
       }
       if (any) {  // close calls: the accurate exp decides (rare)
         for (int t = 0; t < n; ++t) {
@@ -268,19 +295,25 @@ void forward_band(const Inputs<T>& in, int64_t b, int ty, T* out, std::vector<T>
           wrow[t] = pixel_weight<T, AA, ExpMode::kAccurate>(dx, dy, g.q11, g.q12, g.q22, o, near);
         }
       }
+      for (int t = n; t < n_pad; ++t) wrow[t] = T(0);  // padding adds exact zeros
       for (int64_t c = 0; c < C; ++c) {
-        T* __restrict__ orow = out + (b * C + c) * plane + static_cast<int64_t>(row) * W + j0;
+        T* __restrict__ brow = sc.band.data() + (c * kTile + (row - row0)) * st + j0;
         const T cc = col[c];
-        const T* __restrict__ w = wrow.data();
-        for (int t = 0; t < n; ++t) orow[t] = orow[t] + w[t] * cc;
+        const T* __restrict__ w = wrow;
+        for (int t = 0; t < n_pad; ++t) brow[t] = brow[t] + w[t] * cc;
       }
     }
   }
-  if (AA) {  // mean over the 4 sub-samples
-    for (int64_t c = 0; c < C; ++c) {
-      T* p = out + (b * C + c) * plane + static_cast<int64_t>(row0) * W;
-      const int64_t len = static_cast<int64_t>(row1 - row0) * W;
-      for (int64_t t = 0; t < len; ++t) p[t] = p[t] * T(0.25);
+  // the band into the output: the mean over the sub-samples (×¼ with antialiasing)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int row = row0; row < row1; ++row) {
+      const T* __restrict__ src = sc.band.data() + (c * kTile + (row - row0)) * st;
+      T* __restrict__ dst = out + (b * C + c) * plane + static_cast<int64_t>(row) * W;
+      if (AA) {
+        for (int t = 0; t < W; ++t) dst[t] = src[t] * T(0.25);
+      } else {
+        for (int t = 0; t < W; ++t) dst[t] = src[t];
+      }
     }
   }
 }
@@ -290,10 +323,9 @@ void forward(const Inputs<T>& in, T* out) {
   const int tiles_y = (in.height + kTile - 1) / kTile;
   const int64_t items = in.num_images * tiles_y;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wrow(static_cast<size_t>(padded<T>(in.width)));
-    std::vector<int32_t> nrow(static_cast<size_t>(padded<T>(in.width)));
+    BandScratch<T> sc(in.width, in.channels);
     for (int64_t item = begin; item < end; ++item) {
-      forward_band<T, AA>(in, item / tiles_y, static_cast<int>(item % tiles_y), out, wrow, nrow);
+      forward_band<T, AA>(in, item / tiles_y, static_cast<int>(item % tiles_y), out, sc);
     }
   });
 }
@@ -308,14 +340,17 @@ struct Scratch {
   std::vector<T> vals;        // [6][stride] geometric gradient values per pixel
   std::vector<int32_t> nrow;  // [stride] close-call flags
   std::vector<T> acc;         // [6 + C][L] lane accumulators
-  Scratch(int width, int64_t channels)
+  std::vector<double> lo, hi;  // [H] column range per pixel row (span_rows)
+  Scratch(int width, int height, int64_t channels)
       : stride(padded<T>(width)),
         gs(static_cast<size_t>(channels) * stride),
         a(stride),
         wrow(stride),
         vals(static_cast<size_t>(6) * stride),
         nrow(stride),
-        acc(static_cast<size_t>(6 + channels) * kLanes<T>) {}
+        acc(static_cast<size_t>(6 + channels) * kLanes<T>),
+        lo(static_cast<size_t>(height)),
+        hi(static_cast<size_t>(height)) {}
 };
 
 // Per-pixel backward values of pixels j0 .. j0+n_pad−1 of one row: the six geometric gradient
@@ -373,28 +408,42 @@ void backward_gaussian(const Inputs<T>& in, const T* v_out, int64_t gid, Scratch
   const Spans<T> sp = make_spans(g, cut);
   const ExpMode mode = exp_mode(o, cut);
   clip_rows(sp, g, r0, r1);
+  if (r0 >= r1) return;
+  span_rows<T, AA>(sp, g.py, r0, r1 - r0, col0, col1, sc.lo.data(), sc.hi.data());
   const T scale = AA ? T(0.25) : T(1);
   const T* col = in.rgb + gid * C;
   const int64_t plane = static_cast<int64_t>(H) * W;
   T* acc = sc.acc.data();
   std::fill(sc.acc.begin(), sc.acc.end(), T(0));
   for (int row = r0; row < r1; ++row) {
+    if (!(sc.lo[row - r0] < sc.hi[row - r0])) continue;
+    const int j0 = static_cast<int>(sc.lo[row - r0]), j1 = static_cast<int>(sc.hi[row - r0]);
     T dy[Samples<AA>::S];
     sample_dy<T, AA>(g, row, dy);
-    int j0, j1;
-    if (!row_columns<T, AA>(sp, dy, col0, col1, j0, j1)) continue;
     const int n = j1 - j0, n_pad = padded<T>(n);
-    // upstream gradient per sample, zero-padded to whole chunks, and a = Σ_c c_c·gs_c
+    // upstream gradient per sample gs_c = G_c·¼ (zero-padded to whole chunks) and a = Σ_c c_c·gs_c,
+    // summed over the channels in order (a starts as c_0·gs_0)
     T* __restrict__ a = sc.a.data();
-    std::fill(a, a + n_pad, T(0));
     for (int64_t c = 0; c < C; ++c) {
       T* __restrict__ gs = sc.gs.data() + c * sc.stride;
       const T* __restrict__ src = v_out + (b * C + c) * plane + static_cast<int64_t>(row) * W + j0;
-      for (int t = 0; t < n; ++t) gs[t] = src[t] * scale;
-      std::fill(gs + n, gs + n_pad, T(0));
       const T cc = col[c];
-      for (int t = 0; t < n_pad; ++t) a[t] = a[t] + cc * gs[t];
+      if (c == 0) {
+        for (int t = 0; t < n; ++t) {
+          const T gv = src[t] * scale;
+          gs[t] = gv;
+          a[t] = cc * gv;
+        }
+      } else {
+        for (int t = 0; t < n; ++t) {
+          const T gv = src[t] * scale;
+          gs[t] = gv;
+          a[t] = a[t] + cc * gv;
+        }
+      }
+      for (int t = n; t < n_pad; ++t) gs[t] = T(0);
     }
+    for (int t = n; t < n_pad; ++t) a[t] = T(0);
     T* wrow = sc.wrow.data();
     T* vals = sc.vals.data();
     int32_t* nrow = sc.nrow.data();
@@ -433,7 +482,7 @@ void backward_gaussian(const Inputs<T>& in, const T* v_out, int64_t gid, Scratch
       }
     }
     // geometric values and colour (Σ wsum·gs_c): Σ over the row's pixels, lane-wise
-    for (int k = 0; k < 6; ++k) lane_sum(acc + k * L, vals + k * st, n_pad);
+    lane_sums6(acc, vals, st, n_pad);
     for (int64_t c = 0; c < C; ++c) lane_dot(acc + (6 + c) * L, wrow, sc.gs.data() + c * st, n_pad);
   }
   // lanes in a fixed order
@@ -463,7 +512,7 @@ template <typename T, bool AA>
 void backward(const Inputs<T>& in, const T* v_out, T* v_xy, T* v_chol, T* v_rgb, T* v_opacity) {
   at::parallel_for(0, in.num_images * in.n, 1, [&](int64_t begin, int64_t end) {
     // wrow is indexed up to the padded row length, a and gs too
-    Scratch<T> sc(in.width, in.channels);
+    Scratch<T> sc(in.width, in.height, in.channels);
     for (int64_t gid = begin; gid < end; ++gid) {
       backward_gaussian<T, AA>(in, v_out, gid, sc, v_xy, v_chol, v_rgb, v_opacity);
     }
