@@ -136,33 +136,47 @@ def _jit(what: str, bdir: Path, name: str, build) -> str:
                            f"(delete {bdir} to retry)") from exc
 
 
-def _load_cpu() -> None:
-    """Raises RuntimeError (one-line message) when the CPU library cannot be had."""
+def _load_library(key: str, stem: str, what: str, why_not_prebuilt: str, toolchain_error, bdir_and_build) -> None:
+    """The common path of both libraries: kernels already registered, else a prebuilt library
+    (gsdd_cuda/<stem>*.so), else a JIT build. ``toolchain_error()`` returns a reason when the JIT
+    toolchain is missing; ``bdir_and_build()`` returns (cache folder, library name, build()).
+    Raises RuntimeError (one-line message) when the library cannot be had."""
     import torch
 
-    if _has_kernels("CPU"):
-        _origin["cpu"] = "already registered"
+    kind = key.lower()
+    if _has_kernels(key):
+        _origin[kind] = "already registered"
         return
-    path = _prebuilt("_C")
+    path = _prebuilt(stem)
     if path is not None:
         torch.ops.load_library(str(path))
-        if not _has_kernels("CPU"):
-            raise RuntimeError(f"the prebuilt {path.name} is stale (no CPU kernels); rebuild it or delete it")
-        _origin["cpu"] = str(path)
+        if not _has_kernels(key):
+            raise RuntimeError(f"the prebuilt {path.name} is stale (no {key} kernels); rebuild it or delete it")
+        _origin[kind] = str(path)
         return
-    why = "no prebuilt gsdd_cuda._C"
     if os.environ.get("GSDD_NO_JIT", "") == "1":
-        raise RuntimeError(f"{why}; JIT build disabled by GSDD_NO_JIT=1")
-    if _build.cxx_compiler() is None:
-        raise RuntimeError(f"{why}; no C++ compiler ({os.environ.get('CXX', 'c++')}) found for a JIT build "
-                           "(install g++ or set CXX)")
-    if not _build.ensure_ninja():
-        raise RuntimeError(f"{why}; ninja is not installed (pip install ninja)")
-    bdir = cpu_build_dir()
-    name = "gsdd_cpu_" + bdir.name.rsplit("-", 1)[-1]
-    _origin["cpu"] = _jit("native CPU rasterizer", bdir, name, lambda: _build.jit_build_cpu(bdir, name))
-    if not _has_kernels("CPU"):
-        raise RuntimeError(f"the library built in {bdir} registers no CPU kernels")
+        raise RuntimeError(f"{why_not_prebuilt}; JIT build disabled by GSDD_NO_JIT=1")
+    missing = toolchain_error() or (None if _build.ensure_ninja() else "ninja is not installed (pip install ninja)")
+    if missing:
+        raise RuntimeError(f"{why_not_prebuilt}; {missing}")
+    bdir, name, build = bdir_and_build()
+    _origin[kind] = _jit(what, bdir, name, build)
+    if not _has_kernels(key):
+        raise RuntimeError(f"the library built in {bdir} registers no {key} kernels")
+
+
+def _load_cpu() -> None:
+    def toolchain():
+        if _build.cxx_compiler() is None:
+            return f"no C++ compiler ({os.environ.get('CXX', 'c++')}) found for a JIT build (install g++ or set CXX)"
+        return None
+
+    def target():
+        bdir = cpu_build_dir()
+        name = "gsdd_cpu_" + bdir.name.rsplit("-", 1)[-1]
+        return bdir, name, lambda: _build.jit_build_cpu(bdir, name)
+
+    _load_library("CPU", "_C", "native CPU rasterizer", "no prebuilt gsdd_cuda._C", toolchain, target)
 
 
 def _load_cuda() -> None:
@@ -172,29 +186,18 @@ def _load_cuda() -> None:
         raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
     if not load("cpu"):
         raise RuntimeError(f"the CPU library (operator schemas) is unavailable: {_reason['cpu']}")
-    if _has_kernels("CUDA"):
-        _origin["cuda"] = "already registered"
-        return
-    path = _prebuilt("_C_cuda")
-    if path is not None:
-        torch.ops.load_library(str(path))
-        if not _has_kernels("CUDA"):
-            raise RuntimeError(f"the prebuilt {path.name} is stale (no CUDA kernels); rebuild it or delete it")
-        _origin["cuda"] = str(path)
-        return
-    why = "no prebuilt gsdd_cuda._C_cuda (install with GSDD_BUILD_CUDA=1 to build one)"
-    if os.environ.get("GSDD_NO_JIT", "") == "1":
-        raise RuntimeError(f"{why}; JIT build disabled by GSDD_NO_JIT=1")
-    if not _build.nvcc_available():
-        raise RuntimeError(f"{why}; no CUDA toolkit (nvcc) found for a JIT build (set CUDA_HOME)")
-    if not _build.ensure_ninja():
-        raise RuntimeError(f"{why}; ninja is not installed (pip install ninja)")
-    arch = detected_arch_list()
-    bdir = cuda_build_dir(arch)
-    name = "gsdd_cuda_" + bdir.name.rsplit("-", 1)[-1]
-    _origin["cuda"] = _jit(f"CUDA rasterizer for sm_{arch}", bdir, name, lambda: _build.jit_build_cuda(bdir, name, arch))
-    if not _has_kernels("CUDA"):
-        raise RuntimeError(f"the library built in {bdir} registers no CUDA kernels")
+
+    def toolchain():
+        return None if _build.nvcc_available() else "no CUDA toolkit (nvcc) found for a JIT build (set CUDA_HOME)"
+
+    def target():
+        arch = detected_arch_list()
+        bdir = cuda_build_dir(arch)
+        name = "gsdd_cuda_" + bdir.name.rsplit("-", 1)[-1]
+        return bdir, name, lambda: _build.jit_build_cuda(bdir, name, arch)
+
+    _load_library("CUDA", "_C_cuda", "CUDA rasterizer",
+                  "no prebuilt gsdd_cuda._C_cuda (install with GSDD_BUILD_CUDA=1 to build one)", toolchain, target)
 
 
 def load(device="cpu") -> bool:

@@ -66,7 +66,7 @@ print(f'built/loaded in {time.time() - t:.1f}s; torch {torch.__version__}, cuda 
     fi
     # 4. the benchmark (checks the native op against the reference before timing)
     if [ "$DEV" = cuda ]; then
-      run bench 240 "$PY" bench/render.py --device cuda --reps 10 --out "$OUT/bench.json"
+      run bench 240 "$PY" bench/render.py --device cuda --reps 10 --ref-reps 2 --out "$OUT/bench.json"
     else
       run bench 240 "$PY" bench/render.py --device cpu --settings tiny --reps 2 --ref-reps 1 --out "$OUT/bench.json"
     fi

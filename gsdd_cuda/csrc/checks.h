@@ -3,10 +3,13 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
 #include <limits>
+#include <tuple>
 
 #include "gsdd_math.h"
 
@@ -61,6 +64,53 @@ inline void check_grad_output(const at::Tensor& v_out, const at::Tensor& xy, int
   TORCH_CHECK(v_out.scalar_type() == xy.scalar_type(), "gsdd: v_out must have the inputs' dtype ",
               xy.scalar_type(), ", got ", v_out.scalar_type());
   TORCH_CHECK(v_out.device() == xy.device(), "gsdd: v_out must be on the device of the inputs");
+}
+
+// The operators' tensors, checked and made contiguous (v_out only for the backward).
+struct OpInputs {
+  at::Tensor xy, chol, rgb, opacity, v_out;
+  int64_t n = 0, channels = 0;
+  bool empty = false;  // N, H or W is zero: nothing to render
+};
+
+inline OpInputs prepare_inputs(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
+                               const at::Tensor& opacity, int64_t num_images, int64_t height, int64_t width,
+                               const at::Tensor* v_out = nullptr) {
+  OpInputs in;
+  in.n = check_inputs(xy, chol, rgb, opacity, num_images, height, width);
+  in.channels = rgb.size(1);
+  if (v_out != nullptr) {
+    check_grad_output(*v_out, xy, num_images, in.channels, height, width);
+    in.v_out = v_out->contiguous();
+  }
+  in.xy = xy.contiguous();
+  in.chol = chol.contiguous();
+  in.rgb = rgb.contiguous();
+  in.opacity = opacity.contiguous();
+  in.empty = in.n == 0 || height == 0 || width == 0;
+  return in;
+}
+
+// The backward's outputs: zeros when there is nothing to render, else uninitialized (the kernels
+// write every element).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grad_outputs(const OpInputs& in) {
+  if (in.empty) {
+    return {at::zeros_like(in.xy), at::zeros_like(in.chol), at::zeros_like(in.rgb), at::zeros_like(in.opacity)};
+  }
+  return {at::empty_like(in.xy), at::empty_like(in.chol), at::empty_like(in.rgb), at::empty_like(in.opacity)};
+}
+
+// gsdd::project's inputs.
+inline void check_project_inputs(const at::Tensor& xy, const at::Tensor& chol, int64_t height, int64_t width) {
+  TORCH_CHECK(height >= 0 && width >= 0 && height <= (1 << 20) && width <= (1 << 20), "gsdd: bad image size ",
+              height, "x", width);
+  TORCH_CHECK(xy.dim() == 2 && xy.size(1) == 2, "gsdd: xy must be [M, 2], got ", xy.sizes());
+  TORCH_CHECK(chol.dim() == 2 && chol.size(1) == 3 && chol.size(0) == xy.size(0), "gsdd: chol must be [M, 3], got ",
+              chol.sizes());
+  TORCH_CHECK(xy.device() == chol.device(), "gsdd: xy and chol must be on one device");
+  const bool f32 = xy.scalar_type() == at::kFloat && chol.scalar_type() == at::kFloat;
+  const bool f64 = xy.scalar_type() == at::kDouble && chol.scalar_type() == at::kDouble;
+  TORCH_CHECK(f32 || (f64 && xy.is_cpu()), "gsdd: xy and chol must both be float32 (or, on CPU, float64)");
 }
 
 }  // namespace gsdd

@@ -58,121 +58,35 @@ template <typename T> GSDD_FN constexpr T opacity_cull() { return T(0.999 / 255.
 template <typename T> GSDD_FN constexpr T near_band() { return T(3e-5); }
 
 // ------------------------------------------------------------ rounded scalar operations ----
-// On the device: the IEEE round-to-nearest intrinsics. On the host: plain operators; the CPU
-// library is compiled with -ffp-contract=off, so a*b+c is two roundings there too.
-GSDD_FN float add_rn(float a, float b) {
+// On the device: the IEEE round-to-nearest intrinsics (nvcc cannot contract them into FMAs). On
+// the host: plain operators and <cmath>; the CPU library is compiled with -ffp-contract=off, so
+// a*b+c is two roundings there too.
 #if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
+#define GSDD_OP2(name, expr, fop, dop)                                        \
+  GSDD_FN float name(float a, float b) { return fop(a, b); }                \
+  GSDD_FN double name(double a, double b) { return dop(a, b); }
+#define GSDD_OP1(name, expr, fop, dop)                                        \
+  GSDD_FN float name(float a) { return fop(a); }                            \
+  GSDD_FN double name(double a) { return dop(a); }
 #else
-  return a + b;
+#define GSDD_OP2(name, expr, fop, dop)                                        \
+  GSDD_FN float name(float a, float b) { return expr; }                     \
+  GSDD_FN double name(double a, double b) { return expr; }
+#define GSDD_OP1(name, expr, fop, dop)                                        \
+  GSDD_FN float name(float a) { return expr; }                              \
+  GSDD_FN double name(double a) { return expr; }
 #endif
-}
-GSDD_FN float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-GSDD_FN float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GSDD_FN float rcp_rn(float a) {  // torch evaluates `1.0 / t` as reciprocal(t)
-#if defined(__CUDA_ARCH__)
-  return __frcp_rn(a);
-#else
-  return 1.0f / a;
-#endif
-}
-GSDD_FN float sqrt_rn(float a) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
-GSDD_FN double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-GSDD_FN double sub_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-GSDD_FN double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GSDD_FN double rcp_rn(double a) {
-#if defined(__CUDA_ARCH__)
-  return __drcp_rn(a);
-#else
-  return 1.0 / a;
-#endif
-}
-GSDD_FN double sqrt_rn(double a) {
-#if defined(__CUDA_ARCH__)
-  return __dsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
+GSDD_OP2(add_rn, a + b, __fadd_rn, __dadd_rn)
+GSDD_OP2(sub_rn, a - b, __fsub_rn, __dsub_rn)
+GSDD_OP2(mul_rn, a * b, __fmul_rn, __dmul_rn)
+GSDD_OP1(rcp_rn, 1 / a, __frcp_rn, __drcp_rn)  // torch evaluates `1.0 / t` as reciprocal(t)
+GSDD_OP1(sqrt_rn, std::sqrt(a), __fsqrt_rn, __dsqrt_rn)
+GSDD_OP1(trunc_, std::trunc(a), truncf, ::trunc)
+GSDD_OP1(ceil_, std::ceil(a), ceilf, ::ceil)
+GSDD_OP1(log_, std::log(a), logf, ::log)
+#undef GSDD_OP1
+#undef GSDD_OP2
 
-GSDD_FN float trunc_(float x) {
-#if defined(__CUDA_ARCH__)
-  return truncf(x);
-#else
-  return std::trunc(x);
-#endif
-}
-GSDD_FN double trunc_(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::trunc(x);
-#else
-  return std::trunc(x);
-#endif
-}
-GSDD_FN float ceil_(float x) {
-#if defined(__CUDA_ARCH__)
-  return ceilf(x);
-#else
-  return std::ceil(x);
-#endif
-}
-GSDD_FN double ceil_(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::ceil(x);
-#else
-  return std::ceil(x);
-#endif
-}
-GSDD_FN float log_(float x) {
-#if defined(__CUDA_ARCH__)
-  return logf(x);
-#else
-  return std::log(x);
-#endif
-}
-GSDD_FN double log_(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::log(x);
-#else
-  return std::log(x);
-#endif
-}
 template <typename T> GSDD_FN bool finite_(T x) { return x - x == x - x; }  // false for inf, NaN
 
 // torch.clamp(x, min=lo): NaN propagates (unlike fmaxf). Its derivative, in the reference's
@@ -289,6 +203,20 @@ GSDD_FN bool project_gaussian(T x, T y, T l11, T l21, T l22, int height, int wid
   return ok;
 }
 
+// One row of gsdd::project's outputs: p [.., 2], conic [.., 3], box [.., 4].
+template <typename T>
+GSDD_FN void store_projected(const Projected<T>& g, int64_t i, T* p, T* conic, int32_t* box) {
+  p[2 * i] = g.px;
+  p[2 * i + 1] = g.py;
+  conic[3 * i] = g.q11;
+  conic[3 * i + 1] = g.q12;
+  conic[3 * i + 2] = g.q22;
+  box[4 * i] = g.x0;
+  box[4 * i + 1] = g.x1;
+  box[4 * i + 2] = g.y0;
+  box[4 * i + 3] = g.y1;
+}
+
 // Everything the kernels skip before touching a pixel: opacity cull (NaN opacity included), then
 // the projection. Shared by the forward, the backward and its reduction, so every pass skips the
 // same Gaussians.
@@ -359,11 +287,12 @@ GSDD_FN void eval_sample(T sigma, T o, T& e, T& ow, T& w, bool& keep, bool& uncl
   }
 }
 
-// Forward of one (pixel, Gaussian): Σ_s w over the pixel's samples, in the order (row, column).
-// dx[k] = px − (col + off(k)), dy[k] = py − (row + off(k)). Sets near (see eval_sample).
-template <typename T, bool AA, ExpMode M>
-GSDD_FN T pixel_weight(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>::S], T q11, T q12, T q22,
-                       T o, bool& near) {
+// Calls f(iy, ix, e, ow, w, keep, unclamped) for each sample of one (pixel, Gaussian), in the order
+// (row, column), with the eval_sample results; near is the OR of the samples' close-call flags.
+// dx[k] = px − (col + off(k)), dy[k] = py − (row + off(k)).
+template <typename T, bool AA, ExpMode M, typename F>
+GSDD_FN void for_each_sample(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>::S], T q11, T q12, T q22, T o,
+                             bool& near, F&& f) {
   constexpr int S = Samples<AA>::S;
   T qxx[S], qyy[S];
   GSDD_UNROLL
@@ -371,7 +300,6 @@ GSDD_FN T pixel_weight(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>:
     qxx[k] = square_term(q11, dx[k]);
     qyy[k] = square_term(q22, dy[k]);
   }
-  T wsum = T(0);
   near = false;
   GSDD_UNROLL
   for (int iy = 0; iy < S; ++iy) {
@@ -381,10 +309,19 @@ GSDD_FN T pixel_weight(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>:
       T e, ow, w;
       bool keep, unclamped, nr;
       eval_sample<T, M>(sigma, o, e, ow, w, keep, unclamped, nr);
-      wsum += keep ? w : T(0);
       near |= nr;
+      f(iy, ix, e, ow, w, keep, unclamped);
     }
   }
+}
+
+// Forward of one (pixel, Gaussian): Σ_s w over the pixel's samples that pass.
+template <typename T, bool AA, ExpMode M>
+GSDD_FN T pixel_weight(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>::S], T q11, T q12, T q22,
+                       T o, bool& near) {
+  T wsum = T(0);
+  for_each_sample<T, AA, M>(dx, dy, q11, q12, q22, o, near,
+                            [&](int, int, T, T, T w, bool keep, bool) { wsum += keep ? w : T(0); });
   return wsum;
 }
 
@@ -400,29 +337,14 @@ template <typename T, bool AA, ExpMode M>
 GSDD_FN PixelGrad<T> pixel_grad(const T (&dx)[Samples<AA>::S], const T (&dy)[Samples<AA>::S], T q11, T q12,
                                 T q22, T o, bool& near) {
   constexpr int S = Samples<AA>::S;
-  T qxx[S], qyy[S];
-  GSDD_UNROLL
-  for (int k = 0; k < S; ++k) {
-    qxx[k] = square_term(q11, dx[k]);
-    qyy[k] = square_term(q22, dy[k]);
-  }
   PixelGrad<T> r{T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
   T u[S][S];  // o·e of the samples whose derivative flows (unclamped), else 0
-  near = false;
-  GSDD_UNROLL
-  for (int iy = 0; iy < S; ++iy) {
-    GSDD_UNROLL
-    for (int ix = 0; ix < S; ++ix) {
-      const T sigma = sigma_of(qxx[ix], qyy[iy], q12, dx[ix], dy[iy]);
-      T e, ow, w;
-      bool keep, unclamped, nr;
-      eval_sample<T, M>(sigma, o, e, ow, w, keep, unclamped, nr);
-      near |= nr;
-      r.wsum += keep ? w : T(0);
-      r.esum += unclamped ? e : T(0);
-      u[iy][ix] = unclamped ? ow : T(0);  // derivative flows only where min(1, ·) is the identity
-    }
-  }
+  for_each_sample<T, AA, M>(dx, dy, q11, q12, q22, o, near,
+                            [&](int iy, int ix, T e, T ow, T w, bool keep, bool unclamped) {
+                              r.wsum += keep ? w : T(0);
+                              r.esum += unclamped ? e : T(0);
+                              u[iy][ix] = unclamped ? ow : T(0);  // the derivative of min(1, ·) flows
+                            });
   // Σ_s u·Δ and Σ_s u·ΔΔᵀ, factored over the sample grid (Δx depends on the column, Δy on the row)
   T sx = T(0), sy = T(0), sxx = T(0), syy = T(0), sxy = T(0);
   GSDD_UNROLL

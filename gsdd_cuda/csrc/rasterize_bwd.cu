@@ -17,8 +17,6 @@
 // in batches so it stays under kPartialBudget bytes.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -251,31 +249,24 @@ void dispatch_bwd(int channels, Args&&... args) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_bwd_cuda(
-    const at::Tensor& v_out_in, const at::Tensor& xy_in, const at::Tensor& chol_in, const at::Tensor& rgb_in,
-    const at::Tensor& opacity_in, int64_t num_images, int64_t height, int64_t width, bool antialias) {
-  const int64_t n = check_inputs(xy_in, chol_in, rgb_in, opacity_in, num_images, height, width);
-  const int64_t channels = rgb_in.size(1);
-  check_grad_output(v_out_in, xy_in, num_images, channels, height, width);
-  const c10::cuda::CUDAGuard guard(xy_in.device());
-  const at::Tensor v_out = v_out_in.contiguous(), xy = xy_in.contiguous(), chol = chol_in.contiguous();
-  const at::Tensor rgb = rgb_in.contiguous(), opacity = opacity_in.contiguous();
-  if (n == 0 || height == 0 || width == 0) {
-    return {at::zeros_like(xy), at::zeros_like(chol), at::zeros_like(rgb), at::zeros_like(opacity)};
-  }
-  // every element is written by the reduce kernel
-  at::Tensor v_xy = at::empty_like(xy), v_chol = at::empty_like(chol);
-  at::Tensor v_rgb = at::empty_like(rgb), v_opacity = at::empty_like(opacity);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(xy.device().index()).stream();
-  const int ni = static_cast<int>(n), ci = static_cast<int>(channels);
+    const at::Tensor& v_out, const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
+    const at::Tensor& opacity, int64_t num_images, int64_t height, int64_t width, bool antialias) {
+  const c10::cuda::CUDAGuard guard(xy.device());
+  const OpInputs in = prepare_inputs(xy, chol, rgb, opacity, num_images, height, width, &v_out);
+  auto grads = grad_outputs(in);
+  if (in.empty) return grads;
+  auto& [v_xy, v_chol, v_rgb, v_opacity] = grads;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(in.xy.device().index()).stream();
+  const int ni = static_cast<int>(in.n), ci = static_cast<int>(in.channels);
   const int hi = static_cast<int>(height), wi = static_cast<int>(width);
   if (antialias) {
-    dispatch_bwd<true>(ci, v_out, xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, v_xy, v_chol, v_rgb, v_opacity,
-                       stream);
+    dispatch_bwd<true>(ci, in.v_out, in.xy, in.chol, in.rgb, in.opacity, num_images, ni, ci, hi, wi, v_xy, v_chol,
+                       v_rgb, v_opacity, stream);
   } else {
-    dispatch_bwd<false>(ci, v_out, xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, v_xy, v_chol, v_rgb,
-                        v_opacity, stream);
+    dispatch_bwd<false>(ci, in.v_out, in.xy, in.chol, in.rgb, in.opacity, num_images, ni, ci, hi, wi, v_xy, v_chol,
+                        v_rgb, v_opacity, stream);
   }
-  return {v_xy, v_chol, v_rgb, v_opacity};
+  return grads;
 }
 
 }  // namespace

@@ -188,6 +188,16 @@ void sample_dy(const Projected<T>& g, int row, T (&dy)[Samples<AA>::S]) {
   }
 }
 
+// A row loop's inputs copied into locals, so the loop's stores (restrict pointers) cannot alias them.
+template <typename T, bool AA>
+struct RowInputs {
+  Projected<T> g;
+  T dy[Samples<AA>::S];
+  RowInputs(const Projected<T>& g_in, const T (&dy_in)[Samples<AA>::S]) : g(g_in) {
+    for (int k = 0; k < Samples<AA>::S; ++k) dy[k] = dy_in[k];
+  }
+};
+
 template <typename T, bool AA>
 inline void sample_dx(const Projected<T>& g, int col, T (&dx)[Samples<AA>::S]) {
   GSDD_UNROLL
@@ -204,15 +214,13 @@ inline void sample_dx(const Projected<T>& g, int col, T (&dx)[Samples<AA>::S]) {
 template <typename T, bool AA, ExpMode M>
 GSDD_NOINLINE bool forward_row(const Projected<T>& g, T o, const T (&dy)[Samples<AA>::S], int j0, int n_pad,
                                T* __restrict__ wrow, int32_t* __restrict__ nrow) {
-  const Projected<T> gl = g;  // locals: the stores below cannot alias them
-  T dyl[Samples<AA>::S];
-  for (int k = 0; k < Samples<AA>::S; ++k) dyl[k] = dy[k];
+  const RowInputs<T, AA> r(g, dy);
   int32_t any = 0;
   for (int t = 0; t < n_pad; ++t) {
     T dx[Samples<AA>::S];
-    sample_dx<T, AA>(gl, j0 + t, dx);
+    sample_dx<T, AA>(r.g, j0 + t, dx);
     bool near;
-    wrow[t] = pixel_weight<T, AA, M>(dx, dyl, gl.q11, gl.q12, gl.q22, o, near);
+    wrow[t] = pixel_weight<T, AA, M>(dx, r.dy, r.g.q11, r.g.q12, r.g.q22, o, near);
     const int32_t f = near ? 1 : 0;
     nrow[t] = f;
     any |= f;
@@ -363,15 +371,13 @@ GSDD_NOINLINE bool backward_row(const Projected<T>& g, T o, const T (&dy)[Sample
                                 const T* __restrict__ a, T* __restrict__ v0, T* __restrict__ v1,
                                 T* __restrict__ v2, T* __restrict__ v3, T* __restrict__ v4, T* __restrict__ v5,
                                 T* __restrict__ wrow, int32_t* __restrict__ nrow) {
-  const Projected<T> gl = g;  // locals: the stores below cannot alias them
-  T dyl[Samples<AA>::S];
-  for (int k = 0; k < Samples<AA>::S; ++k) dyl[k] = dy[k];
+  const RowInputs<T, AA> r(g, dy);
   int32_t any = 0;
   for (int t = 0; t < n_pad; ++t) {
     T dx[Samples<AA>::S];
-    sample_dx<T, AA>(gl, j0 + t, dx);
+    sample_dx<T, AA>(r.g, j0 + t, dx);
     bool nr;
-    const PixelGrad<T> pg = pixel_grad<T, AA, M>(dx, dyl, gl.q11, gl.q12, gl.q22, o, nr);
+    const PixelGrad<T> pg = pixel_grad<T, AA, M>(dx, r.dy, r.g.q11, r.g.q12, r.g.q22, o, nr);
     const GradValues<T> v = pixel_grad_values(pg, a[t]);
     v0[t] = v.px;
     v1[t] = v.py;
@@ -553,15 +559,7 @@ void project(const T* xy, const T* chol, int64_t count, int height, int width, b
       Projected<T> g;
       project_gaussian(xy[2 * i], xy[2 * i + 1], chol[3 * i], chol[3 * i + 1], chol[3 * i + 2], height, width,
                        antialias, g);
-      p[2 * i] = g.px;
-      p[2 * i + 1] = g.py;
-      conic[3 * i] = g.q11;
-      conic[3 * i + 1] = g.q12;
-      conic[3 * i + 2] = g.q22;
-      box[4 * i] = g.x0;
-      box[4 * i + 1] = g.x1;
-      box[4 * i + 2] = g.y0;
-      box[4 * i + 3] = g.y1;
+      store_projected(g, i, p, conic, box);
     }
   });
 }

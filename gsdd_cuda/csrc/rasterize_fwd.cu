@@ -91,21 +91,13 @@ __global__ void __launch_bounds__(kBlock)
 
 __global__ void project_kernel(const float* __restrict__ xy, const float* __restrict__ chol, int64_t count,
                                int height, int width, bool antialias, float* __restrict__ p,
-                               float* __restrict__ conic, int* __restrict__ box) {
+                               float* __restrict__ conic, int32_t* __restrict__ box) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= count) return;
   Projected<float> g;
   project_gaussian(xy[2 * i], xy[2 * i + 1], chol[3 * i], chol[3 * i + 1], chol[3 * i + 2], height, width, antialias,
                    g);
-  p[2 * i] = g.px;
-  p[2 * i + 1] = g.py;
-  conic[3 * i] = g.q11;
-  conic[3 * i + 1] = g.q12;
-  conic[3 * i + 2] = g.q22;
-  box[4 * i] = g.x0;
-  box[4 * i + 1] = g.x1;
-  box[4 * i + 2] = g.y0;
-  box[4 * i + 3] = g.y1;
+  store_projected(g, i, p, conic, box);
 }
 
 template <int CB, bool AA>
@@ -134,37 +126,28 @@ void dispatch_fwd(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor
   }
 }
 
-at::Tensor rasterize_fwd_cuda(const at::Tensor& xy_in, const at::Tensor& chol_in, const at::Tensor& rgb_in,
-                              const at::Tensor& opacity_in, int64_t num_images, int64_t height, int64_t width,
+at::Tensor rasterize_fwd_cuda(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
+                              const at::Tensor& opacity, int64_t num_images, int64_t height, int64_t width,
                               bool antialias) {
-  const int64_t n = check_inputs(xy_in, chol_in, rgb_in, opacity_in, num_images, height, width);
-  const c10::cuda::CUDAGuard guard(xy_in.device());
-  const at::Tensor xy = xy_in.contiguous(), chol = chol_in.contiguous();
-  const at::Tensor rgb = rgb_in.contiguous(), opacity = opacity_in.contiguous();
-  const int64_t channels = rgb.size(1);
-  if (n == 0 || height == 0 || width == 0) return at::zeros({num_images, channels, height, width}, xy.options());
-  at::Tensor out = at::empty({num_images, channels, height, width}, xy.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(xy.device().index()).stream();
-  const int ni = static_cast<int>(n), ci = static_cast<int>(channels);
+  const c10::cuda::CUDAGuard guard(xy.device());
+  const OpInputs in = prepare_inputs(xy, chol, rgb, opacity, num_images, height, width);
+  const auto shape = {num_images, in.channels, height, width};
+  if (in.empty) return at::zeros(shape, in.xy.options());
+  at::Tensor out = at::empty(shape, in.xy.options());  // every element is written by the kernel
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(in.xy.device().index()).stream();
+  const int ni = static_cast<int>(in.n), ci = static_cast<int>(in.channels);
   const int hi = static_cast<int>(height), wi = static_cast<int>(width);
   if (antialias) {
-    dispatch_fwd<true>(xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, out, stream);
+    dispatch_fwd<true>(in.xy, in.chol, in.rgb, in.opacity, num_images, ni, ci, hi, wi, out, stream);
   } else {
-    dispatch_fwd<false>(xy, chol, rgb, opacity, num_images, ni, ci, hi, wi, out, stream);
+    dispatch_fwd<false>(in.xy, in.chol, in.rgb, in.opacity, num_images, ni, ci, hi, wi, out, stream);
   }
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> project_cuda(const at::Tensor& xy_in, const at::Tensor& chol_in,
                                                             int64_t height, int64_t width, bool antialias) {
-  TORCH_CHECK(height >= 0 && width >= 0 && height <= (1 << 20) && width <= (1 << 20), "gsdd: bad image size ",
-              height, "x", width);
-  TORCH_CHECK(xy_in.dim() == 2 && xy_in.size(1) == 2, "gsdd: xy must be [M, 2], got ", xy_in.sizes());
-  TORCH_CHECK(chol_in.dim() == 2 && chol_in.size(1) == 3 && chol_in.size(0) == xy_in.size(0),
-              "gsdd: chol must be [M, 3], got ", chol_in.sizes());
-  TORCH_CHECK(xy_in.scalar_type() == at::kFloat && chol_in.scalar_type() == at::kFloat,
-              "gsdd: CUDA xy and chol must be float32");
-  TORCH_CHECK(xy_in.device() == chol_in.device(), "gsdd: xy and chol must be on one device");
+  check_project_inputs(xy_in, chol_in, height, width);
   const c10::cuda::CUDAGuard guard(xy_in.device());
   const at::Tensor xy = xy_in.contiguous(), chol = chol_in.contiguous();
   const int64_t count = xy.size(0);
@@ -177,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_cuda(const at::Tensor& xy
   project_kernel<<<static_cast<unsigned>((count + threads - 1) / threads), threads, 0, stream>>>(
       xy.const_data_ptr<float>(), chol.const_data_ptr<float>(), count, static_cast<int>(height),
       static_cast<int>(width), antialias, p.mutable_data_ptr<float>(), conic.mutable_data_ptr<float>(),
-      box.mutable_data_ptr<int>());
+      box.mutable_data_ptr<int32_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {p, conic, box};
 }
