@@ -70,7 +70,10 @@ def fs_error(exc: OSError, path: PathLike | None = None, action: str = "write") 
     reason = _REASONS.get(code) if code is not None else None
     if reason is None:
         reason = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    where = path if path is not None else (exc.filename or "")
+    where = path if path is not None else exc.filename
+    if where is None or str(where) == "":
+        what = "write to the output stream" if isinstance(exc, BrokenPipeError) else action
+        return FileSystemError(f"cannot {what}: {reason}", hint=_HINTS.get(code), path=None, reason=reason)
     return FileSystemError(f"cannot {action} {where}: {reason}", hint=_HINTS.get(code), path=where, reason=reason)
 
 

@@ -4,6 +4,7 @@ integrity on --resume, file permissions that follow the umask, strict JSON, the 
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ def _flip_tensor_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
         info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    # the local header's name and extra lengths (torch pads entries through the local extra field)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
     data[start + info.file_size // 2] ^= 0x10
     path.write_bytes(bytes(data))
 
