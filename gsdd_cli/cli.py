@@ -14,9 +14,9 @@ import sys
 import typer
 
 from gsdd_cli import __version__
-from gsdd_cli.commands._common import report_error
+from gsdd_cli.commands._common import as_gsdd_error, exit_codes_epilog, report_error
 from gsdd_cli.console import err
-from gsdd_cli.errors import GsddError
+from gsdd_cli.errors import GsddError  # noqa: F401
 
 # Order here is the order in `gsdd --help`.
 COMMAND_MODULES = [
@@ -36,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=exit_codes_epilog(),
 )
 
 
@@ -56,17 +57,21 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"gsdd_cli.commands.{_name}").register(app)
+for _cmd in app.registered_commands:  # every command's --help ends with the exit codes
+    if _cmd.epilog is None:
+        _cmd.epilog = exit_codes_epilog()
 
 
 def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("GSDD_DEBUG") == "1"
     try:
         app(args=argv, standalone_mode=True)
-    except GsddError as e:
+    except (GsddError, OSError) as e:
         if debug:
             raise
-        report_error(e)
-        sys.exit(e.exit_code)
+        typed = as_gsdd_error(e)
+        report_error(typed)
+        sys.exit(typed.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -46,9 +46,62 @@ class UnknownNameError(GsddError):
 
 
 class DataError(GsddError):
-    """A dataset that cannot be found or read."""
+    """A dataset that cannot be found, read, or used (non-finite or out-of-range pixels, too few classes)."""
 
     exit_code = 8
+
+
+class FileSystemError(GsddError):
+    """A path that cannot be written or read: read-only, disk full, permission denied, name too long,
+    a folder where a file is meant (or the reverse). ``path`` and ``reason`` say which and why."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, hint: str | None = None, *, path: object = None, reason: str = ""):
+        super().__init__(message, hint)
+        self.path = path
+        self.reason = reason
+
+
+class DivergenceError(GsddError):
+    """The optimisation produced a non-finite loss or parameter. ``checkpoint`` is the last good state
+    (None when there is none) and ``iteration`` the last good iteration."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, hint: str | None = None, *, checkpoint: object = None, iteration: int = 0):
+        super().__init__(message, hint)
+        self.checkpoint = checkpoint
+        self.iteration = iteration
+
+
+class CheckpointError(GsddError):
+    """A checkpoint that is unreadable, truncated, foreign or fails its checksum."""
+
+    exit_code = 4
+
+
+# Exit codes of the CLI, one line each (README and `gsdd --help` show this table).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "internal error (a bug; GSDD_DEBUG=1 shows the traceback)"),
+    (2, "command-line usage error (unknown option, missing argument)"),
+    (3, "bad option or config value, or an output that names an input"),
+    (4, "bad .gsd file or checkpoint (missing, corrupt, foreign, checksum)"),
+    (5, "storage budget cannot be met"),
+    (6, "CUDA or the requested native renderer unavailable"),
+    (7, "unknown name (dataset, model, algorithm)"),
+    (8, "dataset missing or unusable (NaN/Inf, out of range, < 2 classes, empty)"),
+    (9, "file-system error (read-only, disk full, permission, name too long, ...)"),
+    (10, "training diverged (NaN/Inf loss or parameter); last good checkpoint kept"),
+    (130, "interrupted (Ctrl-C); distill saves a checkpoint for --resume"),
+)
+
+
+def first_line(e: BaseException, limit: int = 100) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]
 
 
 def first_validation_error(e: Any, default_loc: str) -> tuple[str, str, str]:

@@ -41,10 +41,10 @@ BASELINES = ("random-real", "full")
 class EvalConfig(BaseModel):
     """Evaluation settings; ``None`` means "the protocol default" (see :func:`resolve_settings`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     arch: str = "convnet"
-    epochs: int = Field(1000, ge=0)
+    epochs: int = Field(1000, gt=0)
     lr: Optional[float] = Field(None, gt=0)
     batch_size: Optional[int] = Field(None, gt=0)
     runs: Optional[int] = Field(None, gt=0)

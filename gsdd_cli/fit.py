@@ -35,7 +35,7 @@ def default_init_lr(height: int, width: int) -> float:
 class FitConfig(BaseModel):
     """Hyperparameters of the initialization fit (defaults: SPEC §4 / §9.2)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(DEFAULT_INIT_STEPS, ge=0, description="Adam steps (50 000 in the paper's code).")
     lr: Optional[float] = Field(None, gt=0, description="Adam lr for every group; None → 0.1 (≤32 px) / 0.01.")

@@ -11,21 +11,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from gsdd_cli import __version__
 from gsdd_cli.budget import budget_bytes_per_class, bytes_per_gaussian
 from gsdd_cli.errors import GsdFormatError, first_validation_error
 from gsdd_cli.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
+from gsdd_cli.outputs import atomic_write, atomic_write_bytes, dumps_json  # noqa: F401  (atomic_write: re-exported)
 
 FORMAT_NAME = "gsdd"
 FORMAT_VERSION = 1
@@ -33,16 +32,36 @@ TENSOR_WIDTHS = {"xy": 2, "cholesky": 3, "opacity": 1}  # rgb: C
 Transform = Literal["zca", "normalize", "none"]
 
 
-class GsdHeader(BaseModel):
-    """Typed view of the ``__metadata__`` strings (JSON values for lists, dicts and numbers)."""
+# Every header field docs/format.md lists; a file must carry all of them (readers add no defaults).
+REQUIRED_FIELDS = (
+    "format", "format_version", "gsdd_version", "created", "dataset", "num_classes", "class_names",
+    "channels", "height", "width", "gpc", "points_per_image", "ipc", "budget_bytes", "payload_bytes",
+    "color_space", "value_range", "transform", "transform_params", "antialias", "cholesky_offset",
+    "algorithm", "syn_lr", "config",
+)
+# Fields stored as raw text; every other field is a JSON value.
+TEXT_FIELDS = frozenset({"format", "gsdd_version", "created", "dataset", "color_space", "transform", "algorithm"})
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class GsdHeader(BaseModel):
+    """Typed view of the ``__metadata__`` strings (JSON values for lists, dicts and numbers).
+
+    Reading (:meth:`from_metadata`) is strict: every field of :data:`REQUIRED_FIELDS` must be
+    present, numbers must be JSON numbers (not strings), booleans JSON booleans, floats finite and
+    ``created`` an ISO-8601 time with a UTC offset.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     gsdd_version: str = __version__
-    created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    dataset: str
+    created: str = Field(default_factory=_utc_now)
+    dataset: str = Field(min_length=1)
     num_classes: int = Field(gt=0)
     class_names: list[str]
     channels: int = Field(gt=0)
@@ -62,6 +81,24 @@ class GsdHeader(BaseModel):
     algorithm: str = "none"
     syn_lr: Optional[float] = None
     config: dict[str, Any] = {}
+
+    @field_validator("created")
+    @classmethod
+    def _iso_time(cls, v: str) -> str:
+        try:
+            t = _dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"must be an ISO-8601 time such as 2025-01-31T12:00:00+00:00, got {v[:40]!r}") from None
+        if t.tzinfo is None:
+            raise ValueError(f"must carry a UTC offset (e.g. +00:00 or Z), got {v[:40]!r}")
+        return v
+
+    @field_validator("value_range")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not v[0] < v[1]:
+            raise ValueError(f"must be two numbers [low, high] with low < high, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "GsdHeader":
@@ -83,6 +120,8 @@ class GsdHeader(BaseModel):
             raise ValueError(
                 f"payload of {self.payload_bytes} bytes exceeds the budget of {self.budget_bytes} bytes"
             )
+        if self.format != FORMAT_NAME:
+            raise ValueError(f"format must be {FORMAT_NAME!r}, got {self.format!r}")
         if list(self.cholesky_offset) != list(CHOLESKY_OFFSET):
             raise ValueError(f"unsupported cholesky_offset {self.cholesky_offset}")
         if self.syn_lr is not None and not (math.isfinite(self.syn_lr) and self.syn_lr > 0):
@@ -94,18 +133,21 @@ class GsdHeader(BaseModel):
         return self.gpc * self.num_classes
 
     def to_metadata(self) -> dict[str, str]:
-        """Flatten to safetensors' string→string map (strings stay raw, everything else JSON)."""
+        """Flatten to safetensors' string→string map (strings stay raw, everything else strict JSON:
+        a NaN/Inf inside ``config`` is written as ``null``)."""
         md = {}
         for key, value in self.model_dump().items():
-            md[key] = value if isinstance(value, str) else json.dumps(value)
+            md[key] = value if isinstance(value, str) else dumps_json(value)
         return md
 
     @classmethod
     def from_metadata(cls, md: dict[str, str]) -> "GsdHeader":
+        missing = [k for k in REQUIRED_FIELDS if k not in md]
+        if missing:
+            raise GsdFormatError(f"header is missing required field {missing[0]!r}")
         parsed: dict[str, Any] = {}
-        string_fields = {"format", "gsdd_version", "created", "dataset", "color_space", "transform", "algorithm"}
         for key, raw in md.items():
-            if key in string_fields:
+            if key in TEXT_FIELDS:
                 parsed[key] = raw
             else:
                 try:
@@ -115,7 +157,7 @@ class GsdHeader(BaseModel):
                         parsed[key] = raw  # unknown extra field from a newer writer: keep as text
                         continue
                     raise GsdFormatError(f"header field {key!r} is not valid JSON: {raw[:60]!r}") from None
-        return cls.model_validate(parsed)
+        return cls.model_validate(parsed, strict=True)
 
 
 @dataclass
@@ -129,6 +171,9 @@ def _fmt_validation(e: ValidationError) -> str:
     kind, loc, msg = first_validation_error(e, "header")
     if kind == "missing":
         return f"header is missing required field {loc!r}"
+    got = e.errors()[0].get("input")
+    if kind.endswith("_type") and isinstance(got, str):
+        msg += f" (got the string {got[:40]!r}; numbers and booleans are stored as JSON, not as strings)"
     return f"header field {loc!r}: {msg}" if loc != "header" else msg
 
 
@@ -158,23 +203,6 @@ def make_header(images: GaussianImages, *, dataset: str, class_names: list[str],
         raise GsdFormatError(_fmt_validation(e)) from None
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file over ``path`` (same directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_gsd(path: str | Path, images: GaussianImages, header: GsdHeader) -> Path:
     """Write ``images`` (as bf16) and ``header`` atomically; returns the path."""
     path = Path(path)
@@ -185,7 +213,7 @@ def save_gsd(path: str | Path, images: GaussianImages, header: GsdHeader) -> Pat
             raise GsdFormatError(f"refusing to save: tensor {name!r} contains NaN or Inf")
     tensors["labels"] = images.labels.detach().cpu().long().contiguous().clone()
     metadata = header.to_metadata()
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -9,20 +10,28 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsdd_cli.gsdfile import atomic_write
+from gsdd_cli.outputs import atomic_write_bytes
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[C, H, W] pixel-space tensor → [H, W] or [H, W, 3] uint8 (values clipped to [0, 1])."""
+    """[C, H, W] pixel-space tensor → [H, W] or [H, W, 3] uint8: ``round(clip(x, 0, 1) · 255)``
+    (round half to even, as ``torch.round``; docs/format.md)."""
     arr = img.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     if arr.shape[0] == 1:
         return arr[0].numpy()
     return arr.permute(1, 2, 0).numpy()
 
 
+def png_bytes(img: torch.Tensor) -> bytes:
+    """The PNG encoding of a [C, H, W] pixel-space image (see :func:`to_uint8`)."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(img: torch.Tensor, path: Path) -> None:
-    pil = Image.fromarray(to_uint8(img))
-    atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    """Write ``img`` as a PNG file atomically (gsdd_cli.outputs rules: umask permissions, typed errors)."""
+    atomic_write_bytes(Path(path), png_bytes(img))
 
 
 def safe_name(name: str) -> str:

@@ -55,7 +55,7 @@ def test_missing_and_corrupt_files(tmp_path):
 
 def test_unknown_names(gsd):
     _assert_clean_error(run(gsd, "--arch", "resnet19"), 7, "resnet18")
-    _assert_clean_error(run("--baseline", "full", "--dataset", "cifar11", "--epochs", "0"), 7, "cifar10")
+    _assert_clean_error(run("--baseline", "full", "--dataset", "cifar11", "--epochs", "1"), 7, "cifar10")
     _assert_clean_error(run("--baseline", "everything", "--dataset", "digits"), 3, "random-real")
 
 
@@ -87,7 +87,7 @@ def test_baseline_flag_rules(gsd):
 
 
 def test_missing_dataset_is_a_data_error(tmp_path):
-    res = run("--baseline", "full", "--dataset", "cifar10", "--data-dir", tmp_path / "empty", "--epochs", "0")
+    res = run("--baseline", "full", "--dataset", "cifar10", "--data-dir", tmp_path / "empty", "--epochs", "1")
     # download may be attempted; offline it must fail cleanly with exit code 8
     if res.exit_code != 0:
         _assert_clean_error(res, 8, "cifar")
@@ -100,7 +100,7 @@ def test_eval_file_json_and_table(gsd):
     data = json.loads(res.stdout)
     assert data["arch"] == "convnetd1" and data["runs"] == 1 and data["lr"] == 0.01
     assert data["batch_size"] == 128 and len(data["final_accuracy"]) == 1 and len(data["file_sha256"]) == 64
-    table = run(gsd, "--arch", "convnetd1", "--epochs", "0", "--runs", "2", "--device", "cpu", "--quiet")
+    table = run(gsd, "--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", "cpu", "--quiet")
     assert table.exit_code == 0, table.output
     assert "mean ± std" in table.stdout and "convnetd1" in table.stdout
 

@@ -93,7 +93,7 @@ def test_random_real_needs_enough_images():
     with pytest.raises(DataError, match="only"):
         select_random_real(ds, 1000, seed=0)
     with pytest.raises(ConfigError, match="ipc"):
-        evaluate_baseline(ds, "random-real", ipc=None, cfg=make_eval_config(epochs=0, device="cpu"))
+        evaluate_baseline(ds, "random-real", ipc=None, cfg=make_eval_config(epochs=1, device="cpu"))
     with pytest.raises(ConfigError, match="baseline"):
         evaluate_baseline(ds, "half", ipc=1)
 
@@ -120,4 +120,4 @@ def test_evaluate_gsd(tmp_path):
 def test_evaluate_gsd_shape_mismatch(tmp_path):
     path = _save_digits_gsd(tmp_path / "small.gsd", height=8)
     with pytest.raises(DataError, match="distilled for digits"):
-        evaluate_gsd(path, make_eval_config(epochs=0, device="cpu"), backend="reference")
+        evaluate_gsd(path, make_eval_config(epochs=1, device="cpu"), backend="reference")

@@ -69,14 +69,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     before = path.read_bytes()
     imgs = make_set(seed=1)
     header = make_header(imgs, dataset="toy", class_names=NAMES, ipc=1)
-    import gsdd_cli.gsdfile as gf
+    import errno
 
-    def boom(tensors, tmp, metadata):
+    import gsdd_cli.outputs as outputs
+    from gsdd_cli.errors import FileSystemError
+
+    def boom(tmp, data):
         Path(tmp).write_bytes(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gf, "save_file", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(outputs, "_write_all", boom)
+    with pytest.raises(FileSystemError, match="disk full"):
         save_gsd(path, imgs, header)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gsd"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -11,7 +10,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from gsdd_cli.console import err, out
-from gsdd_cli.errors import GsddError
+from gsdd_cli.errors import EXIT_CODES, GsddError
+from gsdd_cli.outputs import dumps_json, fs_error
 
 
 def report_error(e: GsddError) -> None:
@@ -20,8 +20,17 @@ def report_error(e: GsddError) -> None:
         err.print(f"[yellow]hint:[/] {e.hint}", markup=True, highlight=False, soft_wrap=True)
 
 
+def as_gsdd_error(e: BaseException) -> GsddError | None:
+    """The typed error to report for ``e``: itself, an OSError as a FileSystemError, else None."""
+    if isinstance(e, GsddError):
+        return e
+    if isinstance(e, OSError):
+        return fs_error(e, e.filename, "access")
+    return None
+
+
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a library GsddError into a one-line message and its exit code (no traceback).
+    """Turn a library GsddError (or a stray OSError) into a one-line message and its exit code.
 
     Set GSDD_DEBUG=1 to see the traceback instead.
     """
@@ -30,18 +39,24 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except GsddError as e:
+        except (GsddError, OSError) as e:
             if os.environ.get("GSDD_DEBUG") == "1":
                 raise
-            report_error(e)
-            raise typer.Exit(e.exit_code) from None
+            typed = as_gsdd_error(e)
+            report_error(typed)
+            raise typer.Exit(typed.exit_code) from None
 
     return wrapper
 
 
+def exit_codes_epilog() -> str:
+    """The exit-code table for `--help` epilogs (one line each)."""
+    return "Exit codes:\n" + "\n".join(f"{code:>4}  {text}" for code, text in EXIT_CODES)
+
+
 def print_json(obj: Any) -> None:
-    """Machine-readable output on stdout (no rich markup, no wrapping)."""
-    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    """Machine-readable strict JSON on stdout (NaN/Inf become null; no rich markup, no wrapping)."""
+    typer.echo(dumps_json(obj, indent=2, sort_keys=False))
 
 
 DeviceOpt = Annotated[
@@ -70,6 +85,8 @@ BackendOpt = Annotated[
 ]
 
 __all__ = [
+    "as_gsdd_error",
+    "exit_codes_epilog",
     "handles_errors",
     "report_error",
     "print_json",

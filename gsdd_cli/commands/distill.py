@@ -71,6 +71,7 @@ def distill(
     """
     from gsdd_cli.distill import DistillInterrupted, build_config
     from gsdd_cli.distill import distill as run_distill
+    from gsdd_cli.distill.loop import check_run_outputs
 
     flags = {
         "algo": algo, "ipc": ipc, "out": str(out_path) if out_path else None, "gpc": gpc, "points": points,
@@ -95,6 +96,11 @@ def distill(
 
         raise ConfigError("trajectory matching needs expert trajectories: give --buffers DIR",
                           hint=f"create them with: gsdd experts {dataset} --out buffers/")
+    if stop_after is not None and stop_after < 1:
+        from gsdd_cli.errors import ConfigError
+
+        raise ConfigError(f"--stop-after must be positive, got {stop_after}")
+    check_run_outputs(cfg, {"--config": config})  # before any work (distill() checks the rest again)
 
     with make_progress(quiet) as progress:
         init_task = None
@@ -157,7 +163,7 @@ def distill(
     if "psnr_mean" in result.init:
         table.add_row("init PSNR", f"{result.init['psnr_mean']:.2f} dB ({result.init.get('steps')} steps)")
     table.add_row("iterations", f"{result.iterations} in {result.seconds:.1f} s")
-    table.add_row("final loss", f"{result.final_loss:.5f}")
+    table.add_row("final loss", f"{result.final_loss:.5f}" if result.final_loss is not None else "unknown")
     if result.syn_lr is not None:
         table.add_row("learned lr α", f"{result.syn_lr:.5f}")
     if result.evals:

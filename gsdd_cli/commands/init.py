@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.table import Table
 
@@ -19,7 +20,7 @@ from gsdd_cli.commands._common import (
     print_json,
 )
 from gsdd_cli.console import make_progress
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.errors import ConfigError, DivergenceError
 
 
 @handles_errors
@@ -48,10 +49,13 @@ def init(
       gsdd init digits --ipc 1 --steps 300 --out digits-init.gsd
       gsdd init cifar10 --ipc 10 --out c10-init.gsd            # GPC 160, 42 points, 50 000 steps
     """
-    from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
+    from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
     from gsdd_cli.devices import resolve_device
     from gsdd_cli.fit import FitConfig, init_from_dataset
+    from gsdd_cli.gaussians import ATTRIBUTES
     from gsdd_cli.gsdfile import make_header, save_gsd
+    from gsdd_cli.outputs import check_output_file
+    from gsdd_cli.render import resolve_backend
 
     if gpc is not None and points is not None:
         raise ConfigError("give at most one of --gpc and --points")
@@ -63,6 +67,8 @@ def init(
     if lr is not None and not lr > 0:
         raise ConfigError(f"--lr must be positive, got {lr}")
     dev = resolve_device(device)
+    resolve_backend(backend, dev)  # an unknown --backend fails before any work
+    check_output_file(out_path, "--out", {"DATASET": dataset_path(dataset)})
     ds = load_dataset(dataset, data_dir)
     cfg = FitConfig(steps=steps, lr=lr, seed=seed, backend=backend)
     with make_progress(quiet) as progress:
@@ -73,6 +79,9 @@ def init(
 
         r = init_from_dataset(ds, ipc, gpc=gpc, points=points, cfg=cfg, seed=seed, first=first,
                               device=dev, on_step=on_step, algorithm=algo)
+    if not all(bool(torch.isfinite(getattr(r.images, a)).all()) for a in ATTRIBUTES):
+        raise DivergenceError(f"the fit diverged (NaN or Inf parameters) with lr {r.config['init']['lr']:g}; "
+                              f"nothing was written", hint="run again with a lower --lr")
     kind = default_transform_kind(ds.name, algo)
     tf = make_transform(ds, kind)
     header = make_header(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +15,9 @@ from gsdd_cli.console import make_progress
 from gsdd_cli.devices import resolve_device
 from gsdd_cli.errors import ConfigError
 from gsdd_cli.gsdfile import load_gsd
-from gsdd_cli.imageio import make_grid, safe_name, save_png
+from gsdd_cli.render import resolve_backend
+from gsdd_cli.imageio import make_grid, png_bytes, safe_name, save_png
+from gsdd_cli.outputs import StagedDir, check_output_dir, check_output_file, same_path
 
 
 def parse_selection(spec: Optional[str], limit: int, what: str) -> list[int]:
@@ -42,7 +46,7 @@ def render(
     file: Path = typer.Argument(..., help="The .gsd file to decode."),
     png: Optional[Path] = typer.Option(None, "--png", help="Folder for one PNG per image (<class>_<name>_<k>.png)."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="Write a class-by-image grid PNG here."),
-    scale: float = typer.Option(1.0, "--scale", help="Render at this multiple of the native resolution (Gaussians are resolution-free)."),
+    scale: float = typer.Option(1.0, "--scale", help="Render at this multiple k of the native resolution: round(H·k) × round(W·k) pixels (Gaussians are resolution-free; docs/format.md)."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Classes to render, e.g. 0,3,5-7 (default all)."),
     images: Optional[str] = typer.Option(None, "--images", help="Images within each class, e.g. 0-9 (default all)."),
     grid_cols: int = typer.Option(10, "--grid-cols", help="Images per class shown in the grid."),
@@ -59,41 +63,55 @@ def render(
     """
     if png is None and grid is None:
         raise ConfigError("nothing to write: give --png FOLDER and/or --grid FILE.png")
-    if scale <= 0 or scale > 64:
-        raise ConfigError(f"--scale must be in (0, 64], got {scale}")
+    if not math.isfinite(scale) or scale <= 0 or scale > 64:
+        raise ConfigError(f"--scale must be a finite number in (0, 64], got {scale}")
     if batch < 1 or grid_cols < 1:
         raise ConfigError("--batch and --grid-cols must be positive")
     dev = resolve_device(device)
+    resolve_backend(backend, dev)  # an unknown --backend fails before anything is written
+    inputs = {"FILE": file}
+    if png is not None:
+        check_output_dir(png, "--png", inputs)
+    if grid is not None:
+        check_output_file(grid, "--grid", inputs)
+        if png is not None and same_path(png, grid):
+            raise ConfigError(f"--png and --grid both name {png}; give the grid its own file name")
     gsd = load_gsd(file, device=dev)
     h = gsd.header
+    out_h, out_w = round(h.height * scale), round(h.width * scale)
+    if out_h < 1 or out_w < 1:
+        raise ConfigError(
+            f"--scale {scale:g} turns {h.height}×{h.width} images into {out_h}×{out_w} pixels; "
+            f"use --scale {1 / min(h.height, h.width):.4g} or more"
+        )
     cls_sel = parse_selection(classes, h.num_classes, "class")
     img_sel = parse_selection(images, h.gpc, "image")
     index = torch.tensor([c * h.gpc + k for c in cls_sel for k in img_sel], dtype=torch.long)
-    if png is not None:
-        png.mkdir(parents=True, exist_ok=True)
     grid_rows: dict[int, list[torch.Tensor]] = {c: [] for c in cls_sel}
     written = 0
-    with make_progress(quiet) as progress, torch.no_grad():
-        task = progress.add_task("rendering", total=len(index), info="")
-        for start in range(0, len(index), batch):
-            idx = index[start : start + batch]
-            imgs = gsd.images.render(idx, scale=scale, backend=backend).cpu()
-            for g, img in zip(idx.tolist(), imgs):
-                c, k = divmod(g, h.gpc)
-                if png is not None:
-                    save_png(img, png / f"{c:03d}_{safe_name(h.class_names[c])}_{k:04d}.png")
-                    written += 1
-                if grid is not None and len(grid_rows[c]) < grid_cols:
-                    grid_rows[c].append(img)
-            progress.update(task, advance=len(idx))
-    if grid is not None:
-        save_png(make_grid([grid_rows[c] for c in cls_sel]), grid)
+    # PNGs go to a hidden staging folder and appear in --png only when all of them were written
+    with (StagedDir(png) if png is not None else contextlib.nullcontext()) as stage:
+        with make_progress(quiet) as progress, torch.no_grad():
+            task = progress.add_task("rendering", total=len(index), info="")
+            for start in range(0, len(index), batch):
+                idx = index[start : start + batch]
+                imgs = gsd.images.render(idx, scale=scale, backend=backend).cpu()
+                for g, img in zip(idx.tolist(), imgs):
+                    c, k = divmod(g, h.gpc)
+                    if stage is not None:
+                        stage.write_bytes(f"{c:03d}_{safe_name(h.class_names[c])}_{k:04d}.png", png_bytes(img))
+                        written += 1
+                    if grid is not None and len(grid_rows[c]) < grid_cols:
+                        grid_rows[c].append(img)
+                progress.update(task, advance=len(idx))
+        if grid is not None:  # inside the staging block: a failed grid write discards the PNGs too
+            save_png(make_grid([grid_rows[c] for c in cls_sel]), grid)
     what = []
     if png is not None:
         what.append(f"{written} PNG(s) in {png}")
     if grid is not None:
         what.append(f"grid {grid}")
-    out.print(f"wrote {' and '.join(what)} ({h.dataset}, {h.height}×{h.width} × {scale:g})")
+    out.print(f"wrote {' and '.join(what)} ({h.dataset}, {h.height}×{h.width} × {scale:g} = {out_h}×{out_w})")
 
 
 def register(app: typer.Typer) -> None:

@@ -38,6 +38,11 @@ def _as_path(name: str) -> Path | None:
     return None
 
 
+def dataset_path(name: str) -> Path | None:
+    """The file or folder a dataset argument names, or None for a registered name."""
+    return _as_path(str(name))
+
+
 @functools.lru_cache(maxsize=3)
 def _load_cached(key: str, data_dir: str, download: bool) -> Dataset:
     path = _as_path(key)
@@ -125,6 +130,7 @@ __all__ = [
     "channel_stats",
     "clear_cache",
     "dataset_info",
+    "dataset_path",
     "dataset_names",
     "default_transform_kind",
     "dsa",

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 DEFAULT_DATA_DIR = Path("~/.cache/gsdd/data")
+PIXEL_TOLERANCE = 1e-6  # float pixels may overshoot [0, 1] by rounding error this small
 DATA_DIR_ENV = "GSDD_DATA_DIR"
 
 
@@ -99,6 +100,46 @@ class Dataset:
             "default_transform": self.default_transform,
             "source": self.source,
         }
+
+
+def check_float_pixels(x: np.ndarray, where: str) -> None:
+    """Float pixels must be finite and lie in [0, 1] (a 0–255 array gets a hint). Raises DataError."""
+    from gsdd_cli.errors import DataError
+
+    if x.size == 0:
+        return
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int(x.size - np.count_nonzero(finite))
+        kinds = " and ".join(k for k, m in (("NaN", np.isnan(x).any()), ("Inf", np.isinf(x).any())) if m)
+        raise DataError(f"{where} holds {bad:,} {kinds} value(s); pixels must be finite")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:
+        if lo >= 0 and hi <= 255:
+            raise DataError(f"{where} holds float pixels in [{lo:g}, {hi:g}], which looks like 0–255; "
+                            "float pixels must lie in [0, 1]",
+                            hint="divide by 255, or store the images as uint8")
+        raise DataError(f"{where} holds float pixels in [{lo:g}, {hi:g}]; they must lie in [0, 1]")
+
+
+def check_dataset(ds: "Dataset", where: str) -> "Dataset":
+    """A usable dataset: at least 2 classes and at least one train and one test image per class."""
+    from gsdd_cli.errors import DataError
+
+    k = ds.num_classes
+    if k < 2:
+        raise DataError(f"{where}: a dataset needs at least 2 classes, this one has {k}")
+    for split, y in (("training", ds.y_train), ("test", ds.y_test)):
+        if y.numel() == 0:
+            raise DataError(f"{where}: no {split} images")
+        counts = torch.bincount(y, minlength=k)
+        empty = [c for c in range(k) if int(counts[c]) == 0]
+        if empty:
+            c = empty[0]
+            more = f" (and {len(empty) - 1} more class(es))" if len(empty) > 1 else ""
+            raise DataError(f"{where}: class {c} ({ds.class_names[c]}) has no {split} images{more}; "
+                            "every class needs at least one training and one test image")
+    return ds
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

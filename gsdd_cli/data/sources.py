@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gsdd_cli.data.core import Dataset, from_uint8_nhwc
+from gsdd_cli.data.core import Dataset, check_dataset, check_float_pixels, from_uint8_nhwc
 from gsdd_cli.data.imagenet import (
     IMAGE_EXTENSIONS,
     IMAGENET_MEAN,
@@ -103,15 +103,18 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
     except DataError:
         raise
     except Exception as e:  # zipfile/ValueError/pickle refusals
-        raise DataError(f"{path}: not a readable .npz dataset ({str(e).splitlines()[0][:100]})") from None
+        raise DataError(f"{path}: not a readable .npz dataset ({(str(e).splitlines() or [type(e).__name__])[0][:100]})") from None
     xs = {}
     for split in ("train", "test"):
         x = arrays[f"x_{split}"]
         if x.ndim not in (3, 4):
             raise DataError(f"{path}: x_{split} must be [N, H, W, C] or [N, H, W], got shape {list(x.shape)}")
+        if x.shape[0] == 0:
+            raise DataError(f"{path}: x_{split} holds no images")
         if x.dtype == np.uint8:
             xs[split] = from_uint8_nhwc(x)
         elif np.issubdtype(x.dtype, np.floating):
+            check_float_pixels(x, f"{path}: x_{split}")
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             t = t.unsqueeze(-1) if t.dim() == 3 else t
             xs[split] = t.permute(0, 3, 1, 2).contiguous()
@@ -125,12 +128,12 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
         ys[split] = torch.from_numpy(y.astype(np.int64))
     if xs["train"].shape[1:] != xs["test"].shape[1:]:
         raise DataError(f"{path}: train images {list(xs['train'].shape[1:])} and test images {list(xs['test'].shape[1:])} differ in shape")
-    k = int(max(ys["train"].max(), ys["test"].max())) + 1 if len(ys["train"]) else 0
+    k = int(max(ys["train"].max(), ys["test"].max())) + 1
     if names is None:
         names = [str(i) for i in range(k)]
     if k > len(names) or min(int(ys["train"].min()), int(ys["test"].min())) < 0:
         raise DataError(f"{path}: labels must lie in [0, {len(names)}) (class_names has {len(names)} entries)")
-    return Dataset(
+    return check_dataset(Dataset(
         name=name or str(path.resolve()),
         x_train=xs["train"],
         y_train=ys["train"],
@@ -139,7 +142,7 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
         class_names=names,
         default_transform="normalize",
         source=str(path.resolve()),
-    )
+    ), str(path))
 
 
 def _npy_member_shape(zf: zipfile.ZipFile, member: str) -> tuple[int, ...]:
@@ -171,7 +174,7 @@ def npz_info(path: Path) -> tuple[int, int, int, int]:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: not a readable .npz dataset ({str(e).splitlines()[0][:100]})") from None
+        raise DataError(f"{path}: not a readable .npz dataset ({(str(e).splitlines() or [type(e).__name__])[0][:100]})") from None
     if len(shape) == 3:
         return k, 1, shape[1], shape[2]
     if len(shape) == 4:
@@ -195,6 +198,17 @@ def _test_dir(root: Path) -> Path | None:
     return None
 
 
+def _image_mode_size(path: Path) -> tuple[str, tuple[int, int]]:
+    """("L" or "RGB", (width, height)) of an image file; DataError if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return ("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"), im.size
+    except Exception as e:
+        raise DataError(f"{path}: cannot read image ({(str(e).splitlines() or [type(e).__name__])[0][:80]})") from None
+
+
 def _read_image(path: Path, mode: str) -> np.ndarray:
     from PIL import Image
 
@@ -202,14 +216,12 @@ def _read_image(path: Path, mode: str) -> np.ndarray:
         with Image.open(path) as im:
             return np.array(im.convert(mode))
     except Exception as e:
-        raise DataError(f"{path}: cannot read image ({str(e).splitlines()[0][:80]})") from None
+        raise DataError(f"{path}: cannot read image ({(str(e).splitlines() or [type(e).__name__])[0][:80]})") from None
 
 
 def load_image_folder(root: Path, name: str | None = None) -> Dataset:
     """``root/train/<class>/*.png`` and ``root/test/<class>/*`` (or ``val``); class names are the
     sorted folder names of train/, all images must share one size; grayscale if the first image is."""
-    from PIL import Image
-
     root = Path(root)
     train_dir, test_dir = root / "train", _test_dir(root)
     if not train_dir.is_dir() or test_dir is None:
@@ -220,9 +232,7 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
     first = next((f for c in classes for f in _list_images(train_dir / c)), None)
     if first is None:
         raise DataError(f"{train_dir}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
-    with Image.open(first) as im:
-        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-        size = im.size
+    mode, size = _image_mode_size(first)
     splits = {}
     for split, d in (("train", train_dir), ("test", test_dir)):
         xs, ys = [], []
@@ -239,7 +249,7 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
         if not xs:
             raise DataError(f"{d}: no images found in class folders")
         splits[split] = (from_uint8_nhwc(np.stack(xs)), torch.tensor(ys, dtype=torch.int64))
-    return Dataset(
+    return check_dataset(Dataset(
         name=name or str(root.resolve()),
         x_train=splits["train"][0],
         y_train=splits["train"][1],
@@ -248,12 +258,10 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
         class_names=classes,
         default_transform="normalize",
         source=str(root.resolve()),
-    )
+    ), str(root))
 
 
 def folder_info(root: Path) -> tuple[int, int, int, int]:
-    from PIL import Image
-
     root = Path(root)
     train_dir = root / "train"
     if not train_dir.is_dir():
@@ -262,10 +270,8 @@ def folder_info(root: Path) -> tuple[int, int, int, int]:
     first = next((f for c in classes for f in _list_images(c)), None)
     if first is None:
         raise DataError(f"{train_dir}: no images found")
-    with Image.open(first) as im:
-        channels = 1 if im.mode in ("L", "1", "I;16", "I") else 3
-        w, h = im.size
-    return len(classes), channels, h, w
+    mode, (w, h) = _image_mode_size(first)
+    return len(classes), (1 if mode == "L" else 3), h, w
 
 
 # ------------------------------------------------------------------------------------ CIFAR

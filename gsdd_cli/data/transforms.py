@@ -8,6 +8,7 @@ float64 and cached on disk under ``<data_dir>/zca/`` (and in-process).
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
@@ -164,13 +165,15 @@ def fit_zca(dataset, eps: float = ZCA_EPS, cache: bool = True, device=None) -> Z
                 device = "cuda"
             zca = ZCATransform.fit(dataset.x_train, eps=eps, device=device, fitted_on=dataset.name)
             if path is not None:
+                from gsdd_cli.errors import FileSystemError
+                from gsdd_cli.outputs import atomic_write_bytes
+
+                buf = io.BytesIO()
+                torch.save(zca.state(), buf)
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    torch.save(zca.state(), tmp)
-                    tmp.replace(path)
-                except OSError:
-                    pass  # read-only data dir: keep it in memory only
+                    atomic_write_bytes(path, buf.getvalue())
+                except FileSystemError:
+                    pass  # read-only or full data dir: keep it in memory only
         _ZCA_MEMORY[key] = zca
         return zca
 

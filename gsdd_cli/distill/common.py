@@ -104,6 +104,7 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local)
+        _import_group_capturing_modules()
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
 
@@ -161,14 +162,31 @@ class StatelessMethod:
         return {}
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    """Wait for every rank, then tear the process group down before the interpreter exits.
+def _import_group_capturing_modules() -> None:
+    """Import, before the process group exists, the torch modules that capture it at import time.
 
-    Leaving a gloo group to die at interpreter exit can abort (SIGABRT) a rank whose peer has
-    already gone; an explicit destroy after a final barrier exits cleanly.
+    ``torch.distributed.nn.functional`` declares ``def broadcast(..., group=group.WORLD)`` and nine
+    more collectives like it: the default is evaluated when the module is imported. The first
+    ``torch.optim`` optimizer imports ``torch._dynamo`` → FSDP → ``torch.distributed.nn`` lazily, so
+    after ``init_process_group`` those ten defaults held the live default group. Then
+    ``destroy_process_group()`` could not free it: its gloo threads (``pt_gloo_runloop``,
+    ``gloo_tcp_loop``) lived on into interpreter shutdown, where their destruction raced with the
+    peer's exit and now and then aborted a finished rank with "terminate called without an active
+    exception" (SIGABRT). Imported first, the defaults are ``None`` and the group dies on destroy.
+    """
+    import torch.distributed.nn  # noqa: F401
+
+
+def shutdown_distributed(info: DistInfo, wait: bool = True) -> None:
+    """Tear the process group down (after a final barrier when ``wait``) before the interpreter exits.
+
+    A group left alive at interpreter exit keeps its gloo threads running into shutdown, which can
+    abort (SIGABRT) a rank whose peer has already gone. ``wait=False`` is for error paths, where a
+    peer may never reach the barrier; the destroy itself is local.
     """
     if info.enabled and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gsdd_cli.errors import ConfigError, first_validation_error
+from gsdd_cli.errors import ConfigError, first_line, first_validation_error
 
 ALGORITHMS = ("tm", "dm", "dc")
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -59,7 +59,7 @@ RUN_CONTROL_FIELDS = frozenset(
 class DistillConfig(BaseModel):
     """Everything a distillation run depends on (see docs/distill.md for the meaning of each field)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # what to distil
     dataset: str
@@ -105,7 +105,7 @@ class DistillConfig(BaseModel):
     device: str = "auto"
     backend: str = "auto"
     eval_every: int = Field(0, ge=0)
-    eval_epochs: int = Field(300, ge=0)
+    eval_epochs: int = Field(300, gt=0)
     eval_runs: int = Field(1, gt=0)
     save_every: int = Field(0, ge=0)
     log_every: int = Field(1, gt=0)
@@ -125,6 +125,15 @@ class DistillConfig(BaseModel):
         if v.lower() not in MODELS:
             raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())}")
         return v.lower()
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from gsdd_cli.render import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown renderer backend {v!r}; valid: {', '.join(BACKENDS)}")
+        return v
 
     @field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda")
     @classmethod
@@ -192,11 +201,25 @@ def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, 
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
-    """A YAML or JSON mapping of field names to values (``-`` in keys is read as ``_``)."""
+    """A UTF-8 YAML or JSON mapping of field names to values (``-`` in keys is read as ``_``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        from gsdd_cli.outputs import fs_error
+
+        raise fs_error(e, path, "read") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})",
+                          hint="save it as UTF-8 YAML or JSON") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {path} is binary, not YAML or JSON text")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -207,15 +230,16 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
     except (json.JSONDecodeError, ValueError) as e:
-        raise ConfigError(f"config file {path} is not valid: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid: {first_line(e, 200)}") from None
     except Exception as e:  # yaml.YAMLError
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {first_line(e, 200)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option names to values")
+        raise ConfigError(f"config file {path} must hold a mapping of option names to values, "
+                          f"not a {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
@@ -226,7 +250,9 @@ def format_validation_error(e: ValidationError, source: str = "config") -> str:
         return f"unknown {source} key {loc!r} (valid keys: {names})"
     if kind == "missing":
         return f"{source}: {loc!r} is required"
-    return f"{source}: invalid value for {loc!r}: {msg}"
+    got = e.errors()[0].get("input")
+    shown = repr(got)
+    return f"{source}: invalid value for {loc!r}: {msg} (got {shown[:60]})"
 
 
 def build_config(
@@ -264,12 +290,9 @@ def build_config(
     if algo not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {merged['algo']!r}; valid: {', '.join(ALGORITHMS)}")
     merged["algo"] = algo
-    try:
-        ipc = int(merged["ipc"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"--ipc must be a positive integer, got {merged['ipc']!r}") from None
-    if ipc < 1:
-        raise ConfigError(f"--ipc must be a positive integer, got {ipc}")
+    ipc = merged["ipc"]
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise ConfigError(f"--ipc must be a positive integer, got {ipc!r}")
     if info is None:
         from gsdd_cli.data import dataset_info
 
@@ -285,7 +308,7 @@ def build_config(
         defaults.pop("gpc", None)  # --points alone: GPC follows from the budget
     final = {**defaults, **merged}
     try:
-        cfg = DistillConfig.model_validate(final)
+        cfg = DistillConfig.model_validate(final, strict=True)  # "3", 1.5 or true is not an int
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
     return _resolve_budget(cfg, info)

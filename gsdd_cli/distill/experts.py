@@ -24,10 +24,11 @@ import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from gsdd_cli.data.augment import DSA_STRATEGY
 from gsdd_cli.distill.common import (
+    DistInfo,
     barrier,
     derive_seed,
     init_distributed,
@@ -35,8 +36,8 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-from gsdd_cli.errors import ConfigError, DataError, first_validation_error
-from gsdd_cli.gsdfile import atomic_write
+from gsdd_cli.errors import ConfigError, DivergenceError, first_validation_error
+from gsdd_cli.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 
 MANIFEST = "manifest.json"
 FORMAT = "gsdd-experts"
@@ -49,7 +50,7 @@ DIGITS_NUM, DIGITS_EPOCHS = 5, 10
 
 
 class ExpertsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: str
     out: str
@@ -174,8 +175,7 @@ def _manifest(cfg: ExpertsConfig, transform: str, transform_params: dict, names,
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    text = json.dumps(obj, indent=2)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_json(path, obj)
 
 
 def read_manifest(folder: Path | str) -> dict:
@@ -187,16 +187,43 @@ def read_manifest(folder: Path | str) -> dict:
         raise ConfigError(f"{folder} is not an expert folder (no {MANIFEST})",
                           hint=f"create it with: gsdd experts DATASET --out {folder}")
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (a gsdd manifest is JSON)") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a gsdd experts manifest")
     return m
 
 
 def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None) -> ExpertsResult:
-    """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``."""
+    """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``.
+
+    The folder is checked before any work. If the run fails, finished experts stay (a re-run
+    continues), and a folder or manifest this call created for nothing is removed again.
+    """
+    from gsdd_cli.data import dataset_path
+
+    out = Path(cfg.out)
+    check_output_dir(out, "--out", {"DATASET": dataset_path(cfg.dataset)})
+    had_folder, had_manifest = out.exists(), (out / MANIFEST).is_file()
+    try:
+        return _train_experts(cfg, on_step)
+    except BaseException:
+        if not had_manifest and (out / MANIFEST).is_file() and not _count_files(out):
+            remove_quietly([out / MANIFEST])
+            if not had_folder:
+                try:
+                    out.rmdir()  # only if empty
+                except OSError:
+                    pass
+        if dist.is_available() and dist.is_initialized():
+            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
+        raise
+
+
+def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None) -> ExpertsResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
     from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
@@ -224,7 +251,7 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
                 hint="use another --out folder, or the same settings to add experts",
             )
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         existing = [e for e in _scan(out, cfg.epochs, count, max(cfg.num, _count_files(out)))]
         manifest["experts"] = existing
         _write_json(out / MANIFEST, manifest)
@@ -261,13 +288,15 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
                                    train_loss, train_acc, acc))
         traj = torch.stack(snapshots).contiguous()
         if not torch.isfinite(traj).all():
-            raise DataError(f"expert {i} diverged (NaN/Inf parameters); try a smaller --lr")
+            raise DivergenceError(f"expert {i} diverged (NaN/Inf parameters); the {len(result.trained)} expert(s) "
+                                  f"finished so far are kept in {out}",
+                                  hint=f"re-run with a smaller --lr (now {cfg.lr:g}); finished experts are skipped")
         md = {
             "format": "gsdd-expert", "format_version": str(FORMAT_VERSION), "dataset": cfg.dataset,
             "model": cfg.model, "transform": kind, "epochs": str(cfg.epochs), "index": str(i),
             "seed": str(cfg.seed), "test_acc": f"{acc:.6f}", "param_count": str(count),
         }
-        atomic_write(path, lambda tmp: save_file({"trajectory": traj}, tmp, metadata=md))
+        atomic_write_bytes(path, safetensors_bytes({"trajectory": traj}, metadata=md))
         result.trained.append(i)
         result.test_acc[i] = float(acc)
     if info.enabled:  # every rank reports what it trained or skipped, so rank 0 can show all of it

@@ -5,9 +5,17 @@ Files next to the output ``X.gsd``:
 - ``X.gsd.config.json``  the resolved configuration (written at the start);
 - ``X.gsd.log.jsonl``    one JSON record per line: ``start``, ``iter`` (losses, seconds per iteration,
   seconds and share spent in the forward render + transform), ``eval``, ``checkpoint``, ``end``;
-- ``X.gsd.ckpt``         the checkpoint (``--save-every``, Ctrl-C, ``stop_after``); removed when the run
-  completes. It holds the fp32 Gaussian masters, the Adam state, the method's state (TM: α and its
-  SGD state), the iteration, the init record and every RNG state (torch CPU, CUDA, numpy, python).
+- ``X.gsd.ckpt``         the checkpoint (``--save-every``, Ctrl-C, ``stop_after``, divergence); removed
+  when the run completes. It holds the fp32 Gaussian masters, the Adam state, the method's state (TM:
+  α and its SGD state), the iteration, the last loss, the init record, every RNG state (torch CPU,
+  CUDA, numpy, python) and a sha256 checksum of all of that, verified on ``--resume``.
+
+Outputs are checked before any work (:func:`check_run_outputs`); the config and log files are
+created once setup has succeeded and are removed again if the run fails without leaving a
+checkpoint to resume from. A non-finite loss or parameter stops the run with
+:class:`~gsdd_cli.errors.DivergenceError` after writing the last good state as the checkpoint
+(a fresh run that diverges in its first iteration saves the start point, so ``--resume --lr
+<lower>`` skips the init fit); ``--resume`` may lower ``lr``.
 
 Determinism: each iteration reseeds every RNG from ``derive_seed(seed, iteration[, rank])`` (TM adds
 the rank), so resuming from a checkpoint reproduces the uninterrupted run exactly (bit-for-bit on CPU;
@@ -16,6 +24,9 @@ on GPU up to the non-determinism of atomics in the CUDA backward).
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import io
 import json
 import math
 import signal
@@ -23,12 +34,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
+import torch.distributed as dist
 
 from gsdd_cli.distill.common import (
     Context,
+    DistInfo,
     any_rank,
     barrier,
     broadcast_params,
@@ -41,12 +54,23 @@ from gsdd_cli.distill.common import (
     set_rng_state,
 )
 from gsdd_cli.distill.config import RUN_CONTROL_FIELDS, DistillConfig
-from gsdd_cli.errors import ConfigError, GsddError
+from gsdd_cli.errors import CheckpointError, ConfigError, DivergenceError, FileSystemError, GsddError
 from gsdd_cli.gaussians import ATTRIBUTES, GaussianImages
-from gsdd_cli.gsdfile import atomic_write, load_gsd, make_header, save_gsd
+from gsdd_cli.gsdfile import load_gsd, make_header, save_gsd
+from gsdd_cli.outputs import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_file,
+    dumps_json,
+    fs_error,
+    remove_quietly,
+)
 
 CHECKPOINT_FORMAT = "gsdd-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: sha256 checksum of the content, last_loss
+# Settings --resume may change beyond RUN_CONTROL_FIELDS: a lower lr after a divergence.
+RESUME_ADJUSTABLE = RUN_CONTROL_FIELDS | {"lr"}
 
 
 def _methods() -> dict[str, type]:
@@ -81,13 +105,30 @@ class DistillStep:
     eval_std: Optional[float] = None
 
 
+def check_run_outputs(cfg: DistillConfig, inputs: Mapping[str, Any] | None = None) -> None:
+    """Refuse, before any work, outputs that cannot be written or that name an input.
+
+    Checks ``cfg.out`` and its config, log and checkpoint files against the dataset (when it is a
+    path), ``--init``, ``--buffers`` and ``inputs`` (label → path, e.g. ``{"--config": path}``).
+    """
+    from gsdd_cli.data import dataset_path
+
+    if not cfg.out:
+        raise ConfigError("no output file: give --out FILE.gsd")
+    ins = {"DATASET": dataset_path(cfg.dataset), "--init": cfg.init, "--buffers": cfg.buffers, **(inputs or {})}
+    paths = run_paths(cfg.out)
+    check_output_file(paths["out"], "--out", ins)
+    for key in ("config", "log", "checkpoint"):
+        check_output_file(paths[key], f"{key} file", ins)
+
+
 @dataclass
 class DistillResult:
     out: Path
     config: DistillConfig
     iterations: int  # iterations done
     seconds: float
-    final_loss: float
+    final_loss: Optional[float]  # None only when no loss is known (see the header's final_loss_note)
     syn_lr: Optional[float] = None
     evals: list[dict] = field(default_factory=list)
     interrupted: bool = False
@@ -131,84 +172,167 @@ class _SigintFlag:
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: GaussianImages,
-                    optimizer: torch.optim.Optimizer, method, elapsed: float, init: dict) -> Path:
+def _digest(h: Any, obj: Any) -> None:
+    """Feed a canonical encoding of ``obj`` (nested dicts/lists of tensors and scalars) into ``h``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            h.update(f"K{k!r}".encode())
+            _digest(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _digest(h, v)
+    else:
+        h.update(f"S{type(obj).__name__}:{obj!r}".encode())
+
+
+def checkpoint_checksum(state: dict) -> str:
+    """sha256 (hex) of everything in a checkpoint except its ``checksum`` entry."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def _capture(images: GaussianImages, optimizer: torch.optim.Optimizer, method, *, copy_state: bool) -> dict:
+    """The trainable state (copies when ``copy_state``: a snapshot that later steps do not change)."""
+    opt, meth = optimizer.state_dict(), method.state_dict()
+    if copy_state:
+        opt, meth = copy.deepcopy(opt), copy.deepcopy(meth)
+    return {
+        "images": {a: getattr(images, a).detach().clone() for a in ATTRIBUTES},
+        "labels": images.labels.detach().clone(),
+        "optimizer": opt,
+        "method": meth,
+    }
+
+
+def _write_checkpoint(path: Path, cfg: DistillConfig, captured: dict, *, iteration: int, elapsed: float,
+                      init: dict, last_loss: Optional[float]) -> Path:
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "iteration": int(iteration),
         "config": cfg.model_dump(mode="json"),
-        "images": {a: getattr(images, a).detach().cpu().clone() for a in ATTRIBUTES},
-        "labels": images.labels.detach().cpu().clone(),
-        "optimizer": optimizer.state_dict(),
-        "method": method.state_dict(),
+        "images": {a: t.cpu() for a, t in captured["images"].items()},
+        "labels": captured["labels"].cpu(),
+        "optimizer": captured["optimizer"],
+        "method": captured["method"],
         "rng": rng_state(),
         "elapsed": float(elapsed),
         "init": init,
+        "last_loss": last_loss,
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    state["checksum"] = checkpoint_checksum(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)  # serialised in memory: a full disk surfaces as OSError in the write
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
+def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: GaussianImages,
+                    optimizer: torch.optim.Optimizer, method, elapsed: float, init: dict,
+                    last_loss: Optional[float] = None) -> Path:
+    """Write the current state atomically as a checkpoint (with its checksum)."""
+    return _write_checkpoint(path, cfg, _capture(images, optimizer, method, copy_state=False),
+                             iteration=iteration, elapsed=elapsed, init=init, last_loss=last_loss)
+
+
+_RESTART_HINT = "delete it and run without --resume to start afresh"
+
+
 def load_checkpoint(path: Path) -> dict:
+    """Read and verify a checkpoint (format, version, checksum); one-line errors."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint {path} to resume from",
                           hint="run without --resume to start afresh (checkpoints are written with --save-every and on Ctrl-C)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as e:
+        raise fs_error(e, path, "read") from None
+    if not data:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)", hint=_RESTART_HINT)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"checkpoint {path} is unreadable ({str(e).splitlines()[0][:100]})") from None
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({detail})", hint=_RESTART_HINT) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a gsdd checkpoint")
+        raise CheckpointError(f"{path} is not a gsdd checkpoint", hint=_RESTART_HINT)
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError(f"checkpoint {path} has version {state.get('version')}, this gsdd reads {CHECKPOINT_VERSION}")
+        raise CheckpointError(f"checkpoint {path} has version {state.get('version')}, this gsdd reads {CHECKPOINT_VERSION}",
+                              hint=_RESTART_HINT)
+    try:
+        ok = state.get("checksum") == checkpoint_checksum(state)
+    except Exception:  # a structure the digest cannot walk is corrupt as well
+        ok = False
+    if not ok:
+        raise CheckpointError(f"checkpoint {path} is corrupted (its content does not match its checksum)",
+                              hint=_RESTART_HINT)
     return state
 
 
 def _check_resume_config(cfg: DistillConfig, saved: dict, path: Path) -> None:
     now = cfg.model_dump(mode="json")
     for key in sorted(now):
-        if key in RUN_CONTROL_FIELDS:
+        if key in RESUME_ADJUSTABLE:
             continue
         if now[key] != saved.get(key):
             raise ConfigError(
                 f"cannot resume from {path}: {key} was {saved.get(key)!r}, now {now[key]!r}",
-                hint="resume with the same settings (only iterations, eval/save/log frequency, device and "
-                "backend may change), or run without --resume",
+                hint="resume with the same settings (only iterations, lr, eval/save/log frequency, device "
+                "and backend may change), or run without --resume",
             )
 
 
 # ------------------------------------------------------------------------------------------- log
 class _Log:
+    """The JSONL run log (strict JSON: a non-finite number is written as null). OSError →
+    FileSystemError."""
+
     def __init__(self, path: Path | None, resume_from: int | None):
         self.path = path
         self.f = None
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None and path.is_file():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("iteration", 0) <= resume_from and rec.get("event") != "end":
-                    kept.append(line)
-            text = "".join(k + "\n" for k in kept)
-            atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-            self.f = open(path, "a")
-        else:
-            self.f = open(path, "w")
+        try:
+            if resume_from is not None and path.is_file():
+                kept = []
+                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec, dict) and rec.get("iteration", 0) <= resume_from and rec.get("event") != "end":
+                        kept.append(line)
+                atomic_write_text(path, "".join(k + "\n" for k in kept))
+                self.f = open(path, "a", encoding="utf-8")
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.f = open(path, "w", encoding="utf-8")
+        except OSError as e:
+            raise fs_error(e, path) from None
 
     def write(self, record: dict) -> None:
         if self.f is not None:
-            self.f.write(json.dumps(record, default=_json_default) + "\n")
-            self.f.flush()
+            try:
+                self.f.write(dumps_json(record, default=_json_default) + "\n")
+                self.f.flush()
+            except OSError as e:
+                raise fs_error(e, self.path) from None
 
     def close(self) -> None:
         if self.f is not None:
-            self.f.close()
+            try:
+                self.f.close()
+            except OSError:
+                pass
             self.f = None
 
 
@@ -242,14 +366,12 @@ def _initial_images(cfg: DistillConfig, ds, device, on_init_step) -> tuple[Gauss
                         quantize=cfg.quantize, antialias=cfg.antialias)
     r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
                           first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
+    if not all(bool(torch.isfinite(getattr(r.images, a)).all()) for a in ATTRIBUTES):
+        raise DivergenceError(f"the initialization fit diverged (NaN or Inf parameters) with lr "
+                              f"{r.config['init']['lr']:g}", hint="run again with a lower --init-lr")
     info = dict(r.config["init"])
     info.update(source="fitted", seconds=round(r.seconds, 3), psnr_per_class=[round(p, 3) for p in r.psnr_per_class])
     return r.images, info
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    text = json.dumps(obj, indent=2, default=_json_default)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def distill(
@@ -265,8 +387,34 @@ def distill(
 
     ``resume`` continues from ``<out>.ckpt``. ``stop_after=k`` stops after k iterations (in total)
     and leaves a checkpoint, as an interruption would (``result.interrupted`` is True). Ctrl-C saves a
-    checkpoint at the end of the running iteration and raises :class:`DistillInterrupted`.
+    checkpoint at the end of the running iteration and raises :class:`DistillInterrupted`. A
+    non-finite loss or parameter raises :class:`~gsdd_cli.errors.DivergenceError` after saving the
+    last good state as the checkpoint. Outputs are checked before any work; on a failure that leaves
+    no checkpoint, the config and log files this call created are removed again.
     """
+    check_run_outputs(cfg)
+    side: dict[str, Any] = {"created": [], "checkpoint_written": False}
+    try:
+        return _run(cfg, on_step, on_init_step=on_init_step, resume=resume, stop_after=stop_after,
+                    notify=notify, side=side)
+    except BaseException:
+        if not resume and not side["checkpoint_written"]:
+            remove_quietly(side["created"])  # nothing to resume: leave no debris
+        if dist.is_available() and dist.is_initialized():
+            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
+        raise
+
+
+def _run(
+    cfg: DistillConfig,
+    on_step: Callable[[DistillStep], None] | None,
+    *,
+    on_init_step: Callable[[Any], None] | None,
+    resume: bool,
+    stop_after: int | None,
+    notify: Callable[[str], None] | None,
+    side: dict[str, Any],
+) -> DistillResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
     from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
@@ -286,6 +434,10 @@ def distill(
     if resume:
         ckpt = load_checkpoint(paths["checkpoint"])
         _check_resume_config(cfg, ckpt["config"], paths["checkpoint"])
+        if cfg.iterations < int(ckpt["iteration"]):
+            raise ConfigError(f"--iterations {cfg.iterations} is below the {ckpt['iteration']} iterations the "
+                              f"checkpoint {paths['checkpoint']} already has",
+                              hint=f"give --iterations {ckpt['iteration']} or more")
     if ckpt is not None:
         t = ckpt["images"]
         images = GaussianImages(t["xy"], t["cholesky"], t["rgb"], t["opacity"], ckpt["labels"], ds.height, ds.width,
@@ -309,41 +461,76 @@ def distill(
     elapsed_before = 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group, fresh in zip(optimizer.param_groups, images.param_groups(cfg.lr)):
+            group["lr"] = fresh["lr"]  # --resume may lower lr (after a divergence)
         method.load_state_dict(ckpt["method"])
         set_rng_state(ckpt["rng"])
         start_it = int(ckpt["iteration"])
         elapsed_before = float(ckpt.get("elapsed", 0.0))
 
     main = dinfo.is_main
-    if main:
-        _write_json(paths["config"], cfg.model_dump(mode="json"))
+    if main:  # setup succeeded: now the side files appear
+        side["created"] += [paths["config"], paths["log"]]
+        atomic_write_json(paths["config"], cfg.model_dump(mode="json"))
     log = _Log(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
-               "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None})
+               "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
+               **({"lr": cfg.lr, "checkpoint_lr": ckpt["config"].get("lr")} if ckpt is not None else {})})
 
     evaluator = _Evaluator(ctx, ds, method) if (cfg.eval_every and main) else None
-    result = DistillResult(out=paths["out"], config=cfg, iterations=start_it, seconds=0.0, final_loss=float("nan"),
+    result = DistillResult(out=paths["out"], config=cfg, iterations=start_it, seconds=0.0,
+                           final_loss=ckpt.get("last_loss") if ckpt is not None else None,
                            log=paths["log"], init=init_info)
     seed_rank = dinfo.rank if getattr(method, "seed_per_rank", False) else 0
     last_saved: Path | None = paths["checkpoint"] if ckpt is not None else None
     total = cfg.iterations
     t_loop = time.perf_counter()
 
-    def checkpoint(done: int) -> Path | None:
+    def checkpoint(done: int, captured: dict | None = None, elapsed: float | None = None,
+                   last_loss: Optional[float] = None) -> Path | None:
+        """Save the live state (or a ``captured`` snapshot) as the checkpoint of iteration ``done``."""
         nonlocal last_saved
         if main:
-            save_checkpoint(paths["checkpoint"], cfg=cfg, iteration=done, images=images, optimizer=optimizer,
-                            method=method, elapsed=elapsed_before + time.perf_counter() - t_loop, init=init_info)
+            _write_checkpoint(
+                paths["checkpoint"], cfg, captured or _capture(images, optimizer, method, copy_state=False),
+                iteration=done, init=init_info,
+                elapsed=elapsed if elapsed is not None else elapsed_before + time.perf_counter() - t_loop,
+                last_loss=last_loss if captured is not None else result.final_loss,
+            )
+            side["checkpoint_written"] = True
             log.write({"event": "checkpoint", "iteration": done, "path": str(paths["checkpoint"])})
         barrier(dinfo)
         last_saved = paths["checkpoint"]
         return last_saved
+
+    def diverged(it: int, reason: str, snapshot: dict | None) -> DivergenceError:
+        """Save the last good state (the snapshot taken before iteration ``it``) and describe it."""
+        saved = last_saved  # a resumed run that fails at once keeps the checkpoint it started from
+        if ckpt is None or it > start_it:
+            snap = snapshot or {}  # only the main rank holds one; the others join the barrier
+            saved = checkpoint(it, snap.get("captured"), snap.get("elapsed"), snap.get("last_loss"))
+        log.write({"event": "diverged", "iteration": it + 1, "reason": reason,
+                   "checkpoint": str(saved) if saved else None, "checkpoint_iteration": it if saved else None})
+        where = (f"the state after iteration {it} is saved in {saved}" if it > 0 else
+                 f"the start point (before iteration 1) is saved in {saved}") if saved else "no checkpoint could be kept"
+        cause = " (the first iteration: check the data and the --init file)" if it == 0 else ""
+        lower = f"{cfg.lr / 10:g}"
+        return DivergenceError(
+            f"training diverged: {reason} at iteration {it + 1} with lr {cfg.lr:g}{cause}; {where}",
+            hint=(f"resume with a lower learning rate: the same command with --resume --lr {lower}"
+                  if saved else f"run again with a lower learning rate, e.g. --lr {lower}"),
+            checkpoint=saved, iteration=it,
+        )
 
     done = start_it
     consistent = True
     try:
         with _SigintFlag(notify) as sigint:
             for it in range(start_it, total):
+                # the last good state, kept in memory so that a divergence can still save it
+                snapshot = ({"captured": _capture(images, optimizer, method, copy_state=True),
+                             "elapsed": elapsed_before + time.perf_counter() - t_loop,
+                             "last_loss": result.final_loss} if main else None)
                 consistent = False
                 seed_everything(derive_seed(cfg.seed, it, seed_rank))
                 ctx.render_seconds = 0.0
@@ -351,8 +538,9 @@ def distill(
                 metrics = method.step(it)
                 dt = time.perf_counter() - t0
                 loss = float(metrics["loss"])
-                if not math.isfinite(loss):
-                    raise GsddError(f"the loss became {loss} at iteration {it + 1}; lower --lr or check the data")
+                reason = _nonfinite(loss, images, method)
+                if any_rank(reason is not None, dinfo, device):
+                    raise diverged(it, reason or "another rank saw a non-finite value", snapshot)
                 done = it + 1
                 consistent = True
                 result.iterations, result.final_loss = done, loss
@@ -400,14 +588,27 @@ def distill(
         log.close()
         return result
     if main:
+        note = {} if result.final_loss is not None else {
+            "final_loss_note": "unknown: no iteration ran in this call and the checkpoint recorded no loss"}
         header = make_header(
             images, dataset=cfg.dataset, class_names=list(ds.class_names), ipc=cfg.ipc,
             transform=kind, transform_params=transform.describe(), algorithm=cfg.algo,
             config={**cfg.model_dump(mode="json"), "init_record": init_info, "iterations_done": done,
-                    "final_loss": _round(result.final_loss), "world_size": dinfo.world},
+                    "final_loss": _round(result.final_loss), **note, "world_size": dinfo.world},
             **fields,
         )
-        save_gsd(paths["out"], images, header)
+        try:
+            save_gsd(paths["out"], images, header)
+        except FileSystemError as e:  # e.g. a full disk: keep the result as a checkpoint if at all possible
+            try:  # (no barrier here: only the main rank writes the output)
+                _write_checkpoint(paths["checkpoint"], cfg, _capture(images, optimizer, method, copy_state=False),
+                                  iteration=done, init=init_info, elapsed=result.seconds, last_loss=result.final_loss)
+                side["checkpoint_written"] = True
+                e.hint = (f"the finished state is saved in {paths['checkpoint']}: make room, then run the same "
+                          "command with --resume to write the output")
+            except GsddError:
+                pass
+            raise
         if paths["checkpoint"].exists():
             paths["checkpoint"].unlink()
         log.write({"event": "end", "iteration": done, "seconds": round(result.seconds, 3),
@@ -419,6 +620,20 @@ def distill(
 
 def _round(v: Any) -> Any:
     return round(v, 7) if isinstance(v, float) else v
+
+
+def _nonfinite(loss: float, images: GaussianImages, method) -> str | None:
+    """Why the state after a step is unusable (a NaN/Inf loss, parameter or learned lr), else None."""
+    if not math.isfinite(loss):
+        return f"the loss became {loss}"
+    with torch.no_grad():
+        for a in ATTRIBUTES:
+            if not bool(torch.isfinite(getattr(images, a)).all()):
+                return f"the Gaussian parameter {a!r} became NaN or Inf"
+    syn_lr = method.header_fields().get("syn_lr")
+    if isinstance(syn_lr, float) and not math.isfinite(syn_lr):
+        return f"the learned lr α became {syn_lr}"
+    return None
 
 
 class _Evaluator:
