@@ -41,9 +41,17 @@ from gsdd_cli.distill.common import (
     set_rng_state,
 )
 from gsdd_cli.distill.config import RUN_CONTROL_FIELDS, DistillConfig
+from gsdd_cli.distill.params import (
+    attach_real_data,
+    images_from_state,
+    initial_images,
+    make_context,
+    prepare,
+    stand_in_images,
+)
 from gsdd_cli.errors import ConfigError, GsddError
-from gsdd_cli.gaussians import ATTRIBUTES, GaussianImages
-from gsdd_cli.gsdfile import atomic_write, load_gsd, make_header, save_gsd
+from gsdd_cli.gsdfile import atomic_write, make_header, save_gsd
+from gsdd_cli.synthetic import SyntheticImages
 
 CHECKPOINT_FORMAT = "gsdd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -94,6 +102,7 @@ class DistillResult:
     checkpoint: Optional[Path] = None
     log: Optional[Path] = None
     init: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)  # TM: the pre-flight memory plan (mode, estimates)
 
 
 class DistillInterrupted(KeyboardInterrupt):
@@ -131,14 +140,14 @@ class _SigintFlag:
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: GaussianImages,
+def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: SyntheticImages,
                     optimizer: torch.optim.Optimizer, method, elapsed: float, init: dict) -> Path:
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "iteration": int(iteration),
         "config": cfg.model_dump(mode="json"),
-        "images": {a: getattr(images, a).detach().cpu().clone() for a in ATTRIBUTES},
+        "images": images.state_tensors(),
         "labels": images.labels.detach().cpu().clone(),
         "optimizer": optimizer.state_dict(),
         "method": method.state_dict(),
@@ -221,32 +230,6 @@ def _json_default(o: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- setup
-def _initial_images(cfg: DistillConfig, ds, device, on_init_step) -> tuple[GaussianImages, dict]:
-    from gsdd_cli.fit import FitConfig, init_from_dataset
-
-    if cfg.init:
-        f = load_gsd(cfg.init, device="cpu", quantize=cfg.quantize)
-        h = f.header
-        want = (ds.num_classes, ds.channels, ds.height, ds.width)
-        got = (h.num_classes, h.channels, h.height, h.width)
-        if got != want:
-            raise ConfigError(f"--init {cfg.init}: made for (classes, C, H, W) = {got}, the dataset has {want}")
-        for key, value in (("ipc", h.ipc), ("gpc", h.gpc), ("points", h.points_per_image)):
-            if getattr(cfg, key) != value:
-                raise ConfigError(f"--init {cfg.init} has {key} {value}, but this run asks for {getattr(cfg, key)}",
-                                  hint=f"drop --{key} (it follows from the init file) or use another init file")
-        images = f.images
-        images.antialias = cfg.antialias
-        return images, {"source": str(cfg.init), "algorithm": h.algorithm, **{k: v for k, v in (h.config or {}).items() if k == "init"}}
-    fit_cfg = FitConfig(steps=cfg.init_steps, lr=cfg.init_lr, seed=cfg.seed, backend=cfg.backend,
-                        quantize=cfg.quantize, antialias=cfg.antialias)
-    r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
-                          first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
-    info = dict(r.config["init"])
-    info.update(source="fitted", seconds=round(r.seconds, 3), psnr_per_class=[round(p, 3) for p in r.psnr_per_class])
-    return r.images, info
-
-
 def _write_json(path: Path, obj: dict) -> None:
     text = json.dumps(obj, indent=2, default=_json_default)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -268,7 +251,6 @@ def distill(
     checkpoint at the end of the running iteration and raises :class:`DistillInterrupted`.
     """
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
 
     if not cfg.out:
@@ -285,26 +267,33 @@ def distill(
     ckpt = None
     if resume:
         ckpt = load_checkpoint(paths["checkpoint"])
+        if cfg.tm_memory == "auto":  # keep the mode the run resolved to (modes agree only to rounding)
+            cfg = cfg.model_copy(update={"tm_memory": ckpt["config"].get("tm_memory", "full")})
         _check_resume_config(cfg, ckpt["config"], paths["checkpoint"])
+    if cfg.algo == "tm" and not cfg.buffers:
+        from gsdd_cli.distill.experts import ensure_experts
+
+        cfg = cfg.model_copy(update={"buffers": str(ensure_experts(cfg, ds, notify=notify if dinfo.is_main else None))})
+    memory_plan: dict = {}
+    if cfg.algo == "tm":  # memory pre-flight before the (possibly long) init, on stand-in images
+        from gsdd_cli.distill.tm import preflight
+
+        probe_ctx = make_context(cfg, device, stand_in_images(cfg, ds, transform).to(device), transform, ds, dinfo)
+        cfg, memory_plan = preflight(probe_ctx, notify=notify if dinfo.is_main else None)
+        del probe_ctx
     if ckpt is not None:
-        t = ckpt["images"]
-        images = GaussianImages(t["xy"], t["cholesky"], t["rgb"], t["opacity"], ckpt["labels"], ds.height, ds.width,
-                                quantize=cfg.quantize, antialias=cfg.antialias)
+        images = images_from_state(cfg, ckpt["images"], ckpt["labels"], ds, transform)
         init_info = ckpt.get("init", {})
     else:
-        images, init_info = _initial_images(cfg, ds, device, on_init_step)
+        images, init_info = initial_images(cfg, ds, device, transform, on_init_step)
     images = images.to(device)
-    images.opacity.requires_grad_(cfg.train_opacity)
+    prepare(images, cfg)
     broadcast_params(images, dinfo)
-    optimizer = torch.optim.Adam(images.param_groups(cfg.lr))
-
-    ctx = Context(cfg=cfg, device=device, images=images, optimizer=optimizer, transform=transform,
-                  num_classes=ds.num_classes, channels=ds.channels, height=ds.height, width=ds.width, dist=dinfo)
-    if cfg.algo in ("dm", "dc"):
-        ctx.real_x = apply_in_batches(transform, ds.x_train, device)
-        ctx.real_y = ds.y_train
-        ctx.class_index = [ds.indices_of_class(c) for c in range(ds.num_classes)]
+    ctx = make_context(cfg, device, images, transform, ds, dinfo)
+    optimizer = ctx.optimizer
+    attach_real_data(ctx, ds)
     method = _methods()[cfg.algo](ctx)
+    method.memory_plan = memory_plan
     start_it = 0
     elapsed_before = 0.0
     if ckpt is not None:
@@ -319,11 +308,12 @@ def distill(
         _write_json(paths["config"], cfg.model_dump(mode="json"))
     log = _Log(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
-               "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None})
+               "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
+               "memory": getattr(method, "memory_plan", None)})
 
     evaluator = _Evaluator(ctx, ds, method) if (cfg.eval_every and main) else None
     result = DistillResult(out=paths["out"], config=cfg, iterations=start_it, seconds=0.0, final_loss=float("nan"),
-                           log=paths["log"], init=init_info)
+                           log=paths["log"], init=init_info, memory=dict(getattr(method, "memory_plan", {})))
     seed_rank = dinfo.rank if getattr(method, "seed_per_rank", False) else 0
     last_saved: Path | None = paths["checkpoint"] if ckpt is not None else None
     total = cfg.iterations
