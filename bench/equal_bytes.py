@@ -27,6 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 
 def _pct(v: float) -> float:
@@ -118,10 +121,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
     tmp.cleanup()
     return 0
 
