@@ -12,7 +12,8 @@ parameters of the network:
 - ``tesla``:       the same as checkpoint (one step's graph at a time, all N + 1 parameter vectors)
 
 ``workspace(b)`` is the transient memory of the backward through one step, taken as
-``WORKSPACE_FACTOR · step(b)`` and ``overhead`` is a constant ``OVERHEAD_BYTES``; both are calibrated against measured peaks (bench/tm_memory.py,
+``WORKSPACE_FACTOR · step(b)``, ``overhead`` is a constant ``OVERHEAD_BYTES``, and on a CPU the graph
+terms are multiplied by ``ALLOCATOR_FACTOR`` (resident memory per saved byte); all are calibrated against measured peaks (bench/tm_memory.py,
 docs/distill.md gives the accuracy). What is available: free GPU memory on CUDA; on a CPU the
 smaller of ``MemAvailable`` (/proc/meminfo) and the cgroup limit minus its usage; ``GSDD_MEMORY_LIMIT``
 (e.g. ``8G``) caps either.
@@ -33,6 +34,10 @@ MEMORY_LIMIT_ENV = "GSDD_MEMORY_LIMIT"
 USABLE_FRACTION = 0.85  # plan for at most this share of what is available
 WORKSPACE_FACTOR = 1.0  # backward workspace of one step, in units of that step's saved graph
 OVERHEAD_BYTES = 64 << 20  # what the measured peaks hold beyond the formulas (allocator, autograd engine)
+# Resident memory per byte autograd keeps: glibc's heap fragments under the many large, short-lived
+# CPU tensors of an unroll (peak RSS ≈ 1.0–1.5 × the saved storages, measured by bench/tm_memory.py);
+# CUDA's max_memory_allocated counts the tensors themselves.
+ALLOCATOR_FACTOR = {"cpu": 1.5, "cuda": 1.0}
 MODES = ("full", "checkpoint", "tesla")
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -128,10 +133,12 @@ def linear_fit(f: Callable[[int], int], b1: int, b2: int) -> tuple[float, float]
 
 
 def estimates(*, steps: int, batch: int, subset: int, image_bytes: int, params: int,
-              step_fixed: float, step_per_image: float, render_fixed: float, render_per_image: float) -> dict:
+              step_fixed: float, step_per_image: float, render_fixed: float, render_per_image: float,
+              device_type: str = "cpu") -> dict:
     """Estimated extra peak bytes of one TM iteration in each mode (see the module docstring)."""
-    step = step_fixed + step_per_image * batch
-    render = render_fixed + render_per_image * subset + subset * image_bytes
+    f = ALLOCATOR_FACTOR.get(device_type, 1.0)
+    step = f * (step_fixed + step_per_image * batch)
+    render = f * (render_fixed + render_per_image * subset) + subset * image_bytes
     work = WORKSPACE_FACTOR * step
     full = OVERHEAD_BYTES + render + steps * step + work
     constant = OVERHEAD_BYTES + render + (steps + 1) * 4 * params + step + work + 2 * subset * image_bytes

@@ -140,10 +140,8 @@ class TrajectoryMatching:
         start = self.buffers.get(expert, start_epoch).to(ctx.device)
         target = self.buffers.get(expert, start_epoch + cfg.expert_epochs).to(ctx.device)
 
-        b = ctx.images.num_images
-        batch = cfg.batch_syn if cfg.batch_syn > 0 else b
-        n_sub = min(b, cfg.syn_steps * batch)
-        subset = torch.randperm(b)[:n_sub].to(ctx.device)
+        batch, n_sub = self._sizes()
+        subset = torch.randperm(ctx.images.num_images)[:n_sub].to(ctx.device)
         syn = ctx.render(subset)
         labels = ctx.images.labels.to(ctx.device)[subset]
         dist_target = (start - target).pow(2).sum().clamp_min(1e-12)
@@ -280,7 +278,7 @@ class TrajectoryMatching:
         ctx = self.ctx
         probe = probe or self._probe()
         batch, subset = self._sizes(batch_syn)
-        return estimates(steps=ctx.cfg.syn_steps, batch=batch, subset=subset,
+        return estimates(steps=ctx.cfg.syn_steps, batch=batch, subset=subset, device_type=ctx.device.type,
                          image_bytes=ctx.channels * ctx.height * ctx.width * 4, params=sum(self.sizes), **probe)
 
     def plan_memory(self, notify=None):

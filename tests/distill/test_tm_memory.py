@@ -13,12 +13,12 @@ from gsdd_cli.distill.tm import TrajectoryMatching
 from gsdd_cli.errors import ConfigError
 
 
-def _grads(npz, buffers, param, mode, steps, batch_syn=4):
+def _grads(npz, buffers, param, mode, steps, batch_syn=4, device="cpu"):
     """Image and α gradients of one TM iteration (fixed seeds), computed in ``mode``."""
     extra = {"ipc": 2} if param == "pixel" else {"ipc": 1, "gpc": 4}
     cfg = build_config(npz, flags=dict(algo="tm", param=param, buffers=buffers, syn_steps=steps, batch_syn=batch_syn,
-                                       expert_epochs=1, max_start_epoch=1, lr_lr=0.0, init_steps=3, device="cpu",
-                                       backend="reference", tm_memory=mode, out="unused.gsd", **extra))
+                                       expert_epochs=1, max_start_epoch=1, lr_lr=0.0, init_steps=3, device=device,
+                                       backend="auto", tm_memory=mode, out="unused.gsd", **extra))
     torch.manual_seed(0)
     ctx = fresh_context(cfg)
     method = TrajectoryMatching(ctx)
@@ -41,6 +41,18 @@ def test_checkpoint_gradient_equals_full(tiny_npz, tiny_experts, param):
     assert _rel(g, ref_g) < 1e-4 and float((a - ref_a).abs() / ref_a.abs()) < 1e-4
     assert m["loss"] == pytest.approx(ref_m["loss"], rel=1e-6)
     assert all(float(x.abs().max()) > 0 for x in g)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_checks.sh runs it)")
+@pytest.mark.parametrize("param", ["pixel", "gaussian"])
+def test_checkpoint_gradient_equals_full_cuda(tiny_npz, tiny_experts, param):
+    # on the GPU the DSA draws come from the CUDA generator: the replay must restore it too
+    ref_g, ref_a, _ = _grads(tiny_npz, tiny_experts, param, "full", 3, device="cuda")
+    g, a, _ = _grads(tiny_npz, tiny_experts, param, "checkpoint", 3, device="cuda")
+    assert _rel(g, ref_g) < 1e-3 and float((a - ref_a).abs() / ref_a.abs()) < 1e-3
+    g1, a1, _ = _grads(tiny_npz, tiny_experts, param, "tesla", 1, device="cuda")
+    r1, ra1, _ = _grads(tiny_npz, tiny_experts, param, "full", 1, device="cuda")
+    assert _rel(g1, r1) < 1e-3 and float((a1 - ra1).abs() / ra1.abs()) < 1e-3
 
 
 def test_tesla_equals_full_at_one_step_only(tiny_npz, tiny_experts):
@@ -106,12 +118,13 @@ def test_memory_helpers(monkeypatch):
     monkeypatch.setenv("GSDD_MEMORY_LIMIT", "2M")
     assert available_memory(torch.device("cpu")) == (2 << 20, "GSDD_MEMORY_LIMIT")
     assert largest_batch(lambda b: b <= 37, 100) == 37 and largest_batch(lambda b: False, 10) == 0
-    e = estimates(steps=10, batch=4, subset=8, image_bytes=100, params=1000, step_fixed=5000, step_per_image=1000,
-                  render_fixed=0, render_per_image=10)
-    e20 = estimates(steps=20, batch=4, subset=8, image_bytes=100, params=1000, step_fixed=5000, step_per_image=1000,
-                    render_fixed=0, render_per_image=10)
-    assert e20["full"] - e["full"] == 10 * 9000  # linear in the steps
+    sizes = dict(batch=4, subset=8, image_bytes=100, params=1000, step_fixed=5000, step_per_image=1000,
+                 render_fixed=0, render_per_image=10)
+    e, e20 = (estimates(steps=n, device_type="cuda", **sizes) for n in (10, 20))
+    assert e20["full"] - e["full"] == 10 * 9000  # linear in the steps: 9000 saved bytes per step
     assert e20["checkpoint"] - e["checkpoint"] == 10 * 4000  # only the parameter vectors grow
+    cpu, cpu20 = (estimates(steps=n, device_type="cpu", **sizes) for n in (10, 20))
+    assert cpu20["full"] - cpu["full"] == 10 * 9000 * 1.5  # resident bytes per saved byte on a CPU
 
 
 def test_cli_preflight_error_is_one_line(tiny_npz, tiny_experts, tmp_path, monkeypatch):
