@@ -350,13 +350,10 @@ def file_sha256(path: Path | str) -> str:
 
 @torch.no_grad()
 def render_all(images, device: torch.device, backend: str = "auto") -> torch.Tensor:
-    """Render every Gaussian image (pixel space) in memory-bounded chunks."""
+    """Render every image of a distilled set (pixel space) in memory-bounded chunks."""
     images = images.to(device)
     g = images.num_images
-    if device.type == "cuda":
-        chunk = 1024
-    else:  # the dense reference touches points × H × W × 4 sub-samples per image
-        chunk = max(1, int(3e7 // max(1, images.points * images.height * images.width * 4)))
+    chunk = images.render_chunk(device)
     out = []
     for s in range(0, g, chunk):
         idx = torch.arange(s, min(g, s + chunk), device=device)

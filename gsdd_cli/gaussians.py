@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gsdd_cli.render import rasterize
+from gsdd_cli.synthetic import SyntheticImages
 
 CHOLESKY_OFFSET = (0.5, 0.0, 0.5)
 BOUNDARY_EPS = 1e-6
@@ -30,8 +31,10 @@ def bf16_straight_through(x: torch.Tensor) -> torch.Tensor:
     return x + (x.to(torch.bfloat16).to(x.dtype) - x).detach()
 
 
-class GaussianImages(nn.Module):
+class GaussianImages(SyntheticImages):
     """G images of N Gaussians each, with class labels (class-major: label = index // GPC)."""
+
+    parameterization = "gaussian"
 
     def __init__(
         self,
@@ -163,6 +166,9 @@ class GaussianImages(nn.Module):
         with torch.no_grad():
             self.xy.clamp_(-1 + 10 * eps, 1 - 10 * eps)
 
+    def after_step(self) -> None:
+        self.clip_positions_()
+
     def boundary_loss(self) -> torch.Tensor:
         """Paper eq. 10: mean over all coordinates of −log(1 − u²) on the fp32 master means."""
         u = self.xy.clamp(-1 + BOUNDARY_EPS, 1 - BOUNDARY_EPS)
@@ -193,3 +199,12 @@ class GaussianImages(nn.Module):
 
     def payload_bytes(self) -> int:
         return self.num_gaussians * (6 + self.channels) * 2
+
+    def header_fields(self) -> dict:
+        return {"points_per_image": self.points, "antialias": self.antialias}
+
+    def render_chunk(self, device: torch.device) -> int:
+        if device.type == "cuda":
+            return 1024
+        # the dense reference touches points × H × W × 4 sub-samples per image
+        return max(1, int(3e7 // max(1, self.points * self.height * self.width * 4)))

@@ -1,9 +1,13 @@
-"""The .gsd file format, version 1 (docs/format.md is the specification).
+"""The .gsd file format, versions 1 and 2 (docs/format.md is the specification).
 
-A .gsd file is a safetensors file: bf16 tensors ``xy`` [G,N,2], ``cholesky`` [G,N,3], ``rgb`` [G,N,C],
-``opacity`` [G,N,1] and an int64 ``labels`` [G], plus a string→string ``__metadata__`` header that
-:class:`GsdHeader` parses and validates. Writes are atomic (temporary file + ``os.replace``); reads
-validate everything and raise :class:`GsdFormatError` with a one-line message.
+A .gsd file is a safetensors file plus a string→string ``__metadata__`` header that
+:class:`GsdHeader` parses and validates. Gaussian sets (``parameterization: gaussian``, written as
+version 1): bf16 tensors ``xy`` [G,N,2], ``cholesky`` [G,N,3], ``rgb`` [G,N,C], ``opacity`` [G,N,1].
+Pixel sets (``parameterization: pixel``, version 2): an fp32 tensor ``pixels`` [G,C,H,W]. Both carry
+an int64 ``labels`` [G]. A file is written with the lowest version whose readers understand it, so
+gsdd releases that read only version 1 keep reading new Gaussian files and refuse pixel files with
+"unsupported version 2". Writes are atomic (temporary file + ``os.replace``); reads validate
+everything and raise :class:`GsdFormatError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ from gsdd_cli.budget import budget_bytes_per_class, bytes_per_gaussian
 from gsdd_cli.errors import GsdFormatError, first_validation_error
 from gsdd_cli.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
 from gsdd_cli.outputs import atomic_write, atomic_write_bytes, dumps_json  # noqa: F401  (atomic_write: re-exported)
+from gsdd_cli.pixels import PIXEL_BYTES, PixelImages
+from gsdd_cli.synthetic import SyntheticImages
 
 FORMAT_NAME = "gsdd"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the highest version this gsdd reads (and writes, for pixel sets)
+READ_VERSIONS = (1, 2)
+# the version a file of each parameterization is written with: the lowest one that can express it
+WRITE_VERSION = {"gaussian": 1, "pixel": 2}
 TENSOR_WIDTHS = {"xy": 2, "cholesky": 3, "opacity": 1}  # rgb: C
 Transform = Literal["zca", "normalize", "none"]
 
@@ -40,7 +49,8 @@ REQUIRED_FIELDS = (
     "algorithm", "syn_lr", "config",
 )
 # Fields stored as raw text; every other field is a JSON value.
-TEXT_FIELDS = frozenset({"format", "gsdd_version", "created", "dataset", "color_space", "transform", "algorithm"})
+TEXT_FIELDS = frozenset({"format", "gsdd_version", "created", "dataset", "color_space", "transform", "algorithm",
+                         "parameterization"})
 
 
 def _utc_now() -> str:
@@ -67,8 +77,9 @@ class GsdHeader(BaseModel):
     channels: int = Field(gt=0)
     height: int = Field(gt=0)
     width: int = Field(gt=0)
+    parameterization: Literal["gaussian", "pixel"] = "gaussian"  # absent in version-1 files
     gpc: int = Field(gt=0)
-    points_per_image: int = Field(gt=0)
+    points_per_image: Optional[int] = Field(None, gt=0)  # Gaussian sets only
     ipc: int = Field(gt=0)
     budget_bytes: int = Field(gt=0)
     payload_bytes: int = Field(gt=0)
@@ -111,11 +122,9 @@ class GsdHeader(BaseModel):
             raise ValueError(
                 f"budget_bytes {self.budget_bytes} != ipc·C·H·W·4·classes = {expected_budget}"
             )
-        expected_payload = self.num_images * self.points_per_image * bytes_per_gaussian(self.channels)
+        expected_payload, formula = self._expected_payload()
         if self.payload_bytes != expected_payload:
-            raise ValueError(
-                f"payload_bytes {self.payload_bytes} != images·points·(6+C)·2 = {expected_payload}"
-            )
+            raise ValueError(f"payload_bytes {self.payload_bytes} != {formula} = {expected_payload}")
         if self.payload_bytes > self.budget_bytes:
             raise ValueError(
                 f"payload of {self.payload_bytes} bytes exceeds the budget of {self.budget_bytes} bytes"
@@ -127,6 +136,18 @@ class GsdHeader(BaseModel):
         if self.syn_lr is not None and not (math.isfinite(self.syn_lr) and self.syn_lr > 0):
             raise ValueError(f"syn_lr must be a positive finite number, got {self.syn_lr}")
         return self
+
+    def _expected_payload(self) -> tuple[int, str]:
+        """Payload bytes implied by the sizes, and the formula (per parameterization)."""
+        if self.parameterization == "pixel":
+            if self.format_version < WRITE_VERSION["pixel"]:
+                raise ValueError(f"pixel sets need format_version ≥ {WRITE_VERSION['pixel']}, got {self.format_version}")
+            if self.points_per_image is not None:
+                raise ValueError("points_per_image applies to Gaussian sets only, not to a pixel set")
+            return self.num_images * self.channels * self.height * self.width * PIXEL_BYTES, "images·C·H·W·4"
+        if self.points_per_image is None:
+            raise ValueError("header is missing required field 'points_per_image'")
+        return self.num_images * self.points_per_image * bytes_per_gaussian(self.channels), "images·points·(6+C)·2"
 
     @property
     def num_images(self) -> int:
@@ -163,7 +184,7 @@ class GsdHeader(BaseModel):
 @dataclass
 class GsdFile:
     header: GsdHeader
-    images: GaussianImages
+    images: SyntheticImages  # GaussianImages or PixelImages (header.parameterization says which)
     path: Path | None = None
 
 
@@ -177,7 +198,7 @@ def _fmt_validation(e: ValidationError) -> str:
     return f"header field {loc!r}: {msg}" if loc != "header" else msg
 
 
-def make_header(images: GaussianImages, *, dataset: str, class_names: list[str], ipc: int, **fields: Any) -> GsdHeader:
+def make_header(images: SyntheticImages, *, dataset: str, class_names: list[str], ipc: int, **fields: Any) -> GsdHeader:
     """Header for ``images`` (sizes and byte counts derived from the tensors)."""
     c, h, w = images.channels, images.height, images.width
     num_classes = len(class_names)
@@ -192,19 +213,20 @@ def make_header(images: GaussianImages, *, dataset: str, class_names: list[str],
             height=h,
             width=w,
             gpc=images.num_images // num_classes,
-            points_per_image=images.points,
             ipc=ipc,
             budget_bytes=budget_bytes_per_class(ipc, c, h, w) * num_classes,
             payload_bytes=images.payload_bytes(),
-            antialias=images.antialias,
+            parameterization=images.parameterization,
+            format_version=WRITE_VERSION[images.parameterization],
+            **images.header_fields(),
             **fields,
         )
     except ValidationError as e:
         raise GsdFormatError(_fmt_validation(e)) from None
 
 
-def save_gsd(path: str | Path, images: GaussianImages, header: GsdHeader) -> Path:
-    """Write ``images`` (as bf16) and ``header`` atomically; returns the path."""
+def save_gsd(path: str | Path, images: SyntheticImages, header: GsdHeader) -> Path:
+    """Write ``images`` (Gaussians as bf16, pixels as fp32) and ``header`` atomically; returns the path."""
     path = Path(path)
     _check_images_match(header, images)
     tensors = images.stored_tensors()
@@ -217,8 +239,12 @@ def save_gsd(path: str | Path, images: GaussianImages, header: GsdHeader) -> Pat
     return path
 
 
-def _check_images_match(header: GsdHeader, images: GaussianImages) -> None:
-    got = (images.num_images, images.points, images.channels, images.height, images.width)
+def _check_images_match(header: GsdHeader, images: SyntheticImages) -> None:
+    if images.parameterization != header.parameterization:
+        raise GsdFormatError(f"{images.parameterization} images do not match a header for a "
+                             f"{header.parameterization} set")
+    got = (images.num_images, images.header_fields().get("points_per_image"), images.channels, images.height,
+           images.width)
     want = (header.num_images, header.points_per_image, header.channels, header.height, header.width)
     if got != want:
         raise GsdFormatError(f"images (G, N, C, H, W) = {got} do not match the header {want}")
@@ -249,9 +275,10 @@ def _header_from(path: Path, md: dict[str, str] | None) -> GsdHeader:
             f"{path}: not a gsdd file (safetensors without a 'format: {FORMAT_NAME}' header)"
         )
     version = md.get("format_version", "")
-    if version != str(FORMAT_VERSION):
+    if version not in {str(v) for v in READ_VERSIONS}:
         raise GsdFormatError(
-            f"{path}: unsupported .gsd format version {version!r} (this gsdd reads version {FORMAT_VERSION})",
+            f"{path}: unsupported .gsd format version {version!r} (this gsdd reads versions "
+            f"{', '.join(str(v) for v in READ_VERSIONS)})",
             hint="upgrade gsdd" if version.isdigit() and int(version) > FORMAT_VERSION else None,
         )
     try:
@@ -263,12 +290,14 @@ def _header_from(path: Path, md: dict[str, str] | None) -> GsdHeader:
 
 
 def load_gsd(path: str | Path, device: torch.device | str = "cpu", *, quantize: bool = True) -> GsdFile:
-    """Read and validate a .gsd file into fp32 :class:`GaussianImages` on ``device``."""
+    """Read and validate a .gsd file into fp32 images on ``device``: :class:`GaussianImages` or
+    :class:`PixelImages` (pixel space), as ``header.parameterization`` says."""
     path = Path(path)
     with _open(path) as f:
         header = _header_from(path, f.metadata())
         keys = set(f.keys())
-        required = set(ATTRIBUTES) | {"labels"}
+        pixel = header.parameterization == "pixel"
+        required = ({"pixels"} if pixel else set(ATTRIBUTES)) | {"labels"}
         missing = sorted(required - keys)
         if missing:
             raise GsdFormatError(f"{path}: missing tensor(s) {', '.join(missing)}")
@@ -276,6 +305,10 @@ def load_gsd(path: str | Path, device: torch.device | str = "cpu", *, quantize: 
             tensors = {k: f.get_tensor(k) for k in sorted(required)}
         except Exception as e:
             raise GsdFormatError(f"{path}: tensor data unreadable or truncated ({str(e)[:100]})") from None
+    labels = _check_labels(path, header, tensors["labels"])
+    if pixel:
+        images = _pixel_images(path, header, tensors["pixels"], labels)
+        return GsdFile(header=header, images=images.to(device), path=path)
     g, n, c = header.num_images, header.points_per_image, header.channels
     for name in ATTRIBUTES:
         t = tensors[name]
@@ -288,7 +321,19 @@ def load_gsd(path: str | Path, device: torch.device | str = "cpu", *, quantize: 
             )
         if not torch.isfinite(t.float()).all():
             raise GsdFormatError(f"{path}: tensor {name!r} contains NaN or Inf")
-    labels = tensors["labels"]
+    stored = sum(tensors[a].numel() * 2 for a in ATTRIBUTES)
+    if stored != header.payload_bytes:
+        raise GsdFormatError(f"{path}: stored parameters take {stored} bytes, header says {header.payload_bytes}")
+    flat = {a: tensors[a].float().reshape(g * n, -1) for a in ATTRIBUTES}
+    images = GaussianImages(
+        flat["xy"], flat["cholesky"], flat["rgb"], flat["opacity"], labels,
+        header.height, header.width, quantize=quantize, antialias=header.antialias,
+    )
+    return GsdFile(header=header, images=images.to(device), path=path)
+
+
+def _check_labels(path: Path, header: GsdHeader, labels: torch.Tensor) -> torch.Tensor:
+    g = header.num_images
     if labels.dtype not in (torch.int64, torch.int32) or tuple(labels.shape) != (g,):
         raise GsdFormatError(
             f"{path}: tensor 'labels' must be int64 of shape [{g}], got {labels.dtype} {list(labels.shape)}"
@@ -298,12 +343,19 @@ def load_gsd(path: str | Path, device: torch.device | str = "cpu", *, quantize: 
         raise GsdFormatError(
             f"{path}: labels are not class-major ({header.gpc} images of class 0, then class 1, ...)"
         )
-    stored = sum(tensors[a].numel() * 2 for a in ATTRIBUTES)
-    if stored != header.payload_bytes:
-        raise GsdFormatError(f"{path}: stored parameters take {stored} bytes, header says {header.payload_bytes}")
-    flat = {a: tensors[a].float().reshape(g * n, -1) for a in ATTRIBUTES}
-    images = GaussianImages(
-        flat["xy"], flat["cholesky"], flat["rgb"], flat["opacity"], labels.long(),
-        header.height, header.width, quantize=quantize, antialias=header.antialias,
-    )
-    return GsdFile(header=header, images=images.to(device), path=path)
+    return labels.long()
+
+
+def _pixel_images(path: Path, header: GsdHeader, pixels: torch.Tensor, labels: torch.Tensor) -> PixelImages:
+    """Validate the ``pixels`` tensor of a pixel set (fp32 [G, C, H, W], finite) and wrap it."""
+    want = [header.num_images, header.channels, header.height, header.width]
+    if pixels.dtype != torch.float32:
+        raise GsdFormatError(f"{path}: tensor 'pixels' has dtype {pixels.dtype}, expected float32")
+    if list(pixels.shape) != want:
+        raise GsdFormatError(f"{path}: tensor 'pixels' has shape {list(pixels.shape)}, expected {want}")
+    if not torch.isfinite(pixels).all():
+        raise GsdFormatError(f"{path}: tensor 'pixels' contains NaN or Inf")
+    if pixels.numel() * PIXEL_BYTES != header.payload_bytes:
+        raise GsdFormatError(f"{path}: stored pixels take {pixels.numel() * PIXEL_BYTES} bytes, header says "
+                             f"{header.payload_bytes}")
+    return PixelImages(pixels, labels)

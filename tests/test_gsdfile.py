@@ -112,7 +112,7 @@ def _bad_cases():
 
     return {
         "foreign": (dict(mutate_meta=lambda m: (m.clear(), m.update({"framework": "pt"}))), "not a gsdd file"),
-        "version": (set_meta("format_version", "2"), "unsupported .gsd format version"),
+        "version": (set_meta("format_version", "3"), "unsupported .gsd format version"),
         "missing key": (del_meta("gpc"), "missing required field 'gpc'"),
         "bad json": (set_meta("class_names", "[zero"), "not valid JSON"),
         "class names": (set_meta("class_names", json.dumps(["a", "b"])), "class_names has 2 entries"),

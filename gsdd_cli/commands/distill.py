@@ -19,7 +19,9 @@ HELP_DEFAULT = "default: the spec's value for the dataset/IPC"
 def distill(
     dataset: str = typer.Argument(..., help="Dataset name (digits, cifar10, cifar100, imagenette, ...) or path."),
     algo: Optional[str] = typer.Option(None, "--algo", help="tm (trajectory), dm (distribution) or dc (gradient matching)."),
-    ipc: Optional[int] = typer.Option(None, "--ipc", help="Budget: the bytes of IPC real fp32 images per class."),
+    ipc: Optional[int] = typer.Option(None, "--ipc", help="Budget: the bytes of IPC real fp32 images per class (10)."),
+    param: Optional[str] = typer.Option(None, "--param", help="gaussian (GSDD: GPC Gaussian images per class) or pixel (IPC plain images per class, the pixel baseline)."),
+    lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Pixel sets: SGD lr of the images in network space (default: the published one, TM 100-1000, DM 1, DC 0.1)."),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .gsd file (config, log and checkpoint go next to it)."),
     gpc: Optional[int] = typer.Option(None, "--gpc", help=f"Gaussian images per class ({HELP_DEFAULT})."),
     points: Optional[int] = typer.Option(None, "--points", help="Gaussians per image (GPC follows from the budget)."),
@@ -44,6 +46,9 @@ def distill(
     max_start_epoch: Optional[int] = typer.Option(None, "--max-start-epoch", help=f"TM start epoch drawn from [0, this) ({HELP_DEFAULT})."),
     lr_lr: Optional[float] = typer.Option(None, "--lr-lr", help=f"TM lr of the learned student lr α ({HELP_DEFAULT})."),
     lr_init: Optional[float] = typer.Option(None, "--lr-init", help="TM initial α (1e-2)."),
+    tm_memory: Optional[str] = typer.Option(None, "--tm-memory", help="TM unroll memory: auto (full if it fits, else checkpoint), full, checkpoint (exact, constant in syn-steps) or tesla (approximate, constant)."),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="TM without --buffers: experts to train into the cache (100; digits 5)."),
+    experts_epochs: Optional[int] = typer.Option(None, "--experts-epochs", help="TM without --buffers: epochs per cached expert (50; digits 10)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (runs are reproducible; 0)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     backend: BackendOpt = None,  # type: ignore[assignment]
@@ -59,13 +64,16 @@ def distill(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Distil DATASET into Gaussian images by trajectory (tm), distribution (dm) or gradient (dc) matching.
+    """Distil DATASET into Gaussian (or pixel) images by trajectory (tm), distribution (dm) or gradient (dc) matching.
 
     Writes OUT, OUT.config.json (resolved settings) and OUT.log.jsonl (losses, timings, evals);
-    --save-every and Ctrl-C write OUT.ckpt for --resume.
+    --save-every and Ctrl-C write OUT.ckpt for --resume. TM without --buffers trains (or reuses)
+    expert trajectories in a cache folder first.
 
     Examples:
       gsdd distill digits --algo dm --ipc 1 --out digits.gsd
+      gsdd distill digits --algo dm --ipc 1 --param pixel --out digits-pixel.gsd
+      gsdd distill cifar10 --algo tm --out c10.gsd
       gsdd experts cifar10 --out buffers/ && gsdd distill cifar10 --algo tm --ipc 10 --buffers buffers/ --out c10.gsd
       gsdd distill imagenette --algo dc --ipc 1 --init nette-init.gsd --out nette-dc.gsd --save-every 500
     """
@@ -74,7 +82,9 @@ def distill(
     from gsdd_cli.distill.loop import check_run_outputs
 
     flags = {
-        "algo": algo, "ipc": ipc, "out": str(out_path) if out_path else None, "gpc": gpc, "points": points,
+        "algo": algo, "ipc": ipc, "param": param, "lr_img": lr_img, "tm_memory": tm_memory,
+        "num_experts": num_experts, "experts_epochs": experts_epochs,
+        "out": str(out_path) if out_path else None, "gpc": gpc, "points": points,
         "init": str(init) if init else None, "init_steps": init_steps, "init_lr": init_lr, "init_first": init_first,
         "iterations": iterations, "lr": lr, "boundary_lambda": boundary_lambda, "model": model,
         "transform": transform, "batch_real": batch_real, "batch_syn": batch_syn, "dsa": dsa,
@@ -91,16 +101,18 @@ def distill(
         from gsdd_cli.errors import ConfigError
 
         raise ConfigError("no output file: give --out FILE.gsd (or `out:` in --config)")
-    if cfg.algo == "tm" and not cfg.buffers:
-        from gsdd_cli.errors import ConfigError
-
-        raise ConfigError("trajectory matching needs expert trajectories: give --buffers DIR",
-                          hint=f"create them with: gsdd experts {dataset} --out buffers/")
     if stop_after is not None and stop_after < 1:
         from gsdd_cli.errors import ConfigError
 
         raise ConfigError(f"--stop-after must be positive, got {stop_after}")
     check_run_outputs(cfg, {"--config": config})  # before any work (distill() checks the rest again)
+
+    def notify(msg: str) -> None:
+        if not silent:
+            err.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+
+    if cfg.algo == "tm" and not cfg.buffers:
+        cfg = cfg.model_copy(update={"buffers": str(_cached_experts(cfg, quiet, notify))})
 
     with make_progress(quiet) as progress:
         init_task = None
@@ -125,9 +137,6 @@ def distill(
             progress.update(main_task, completed=s.iteration,
                             info=f"loss {s.loss:.4f}{extra} · render {100 * s.render_share:.0f}%{last_eval}")
 
-        def notify(msg: str) -> None:
-            err.print(f"[yellow]{msg}[/]")
-
         try:
             result = run_distill(cfg, on_step, on_init_step=on_init, resume=resume, stop_after=stop_after,
                                  notify=notify)
@@ -140,9 +149,11 @@ def distill(
                 err.print(f"interrupted after iteration {e.iteration}; no checkpoint could be saved")
             raise typer.Exit(130) from None
 
+    cfg = result.config
     summary = {
-        "out": str(result.out), "algorithm": cfg.algo, "dataset": cfg.dataset, "ipc": cfg.ipc, "gpc": cfg.gpc,
-        "points": cfg.points, "iterations": result.iterations, "seconds": round(result.seconds, 3),
+        "out": str(result.out), "algorithm": cfg.algo, "dataset": cfg.dataset, "ipc": cfg.ipc, "param": cfg.param,
+        "gpc": cfg.gpc, "points": cfg.points, "tm_memory": cfg.tm_memory if cfg.algo == "tm" else None,
+        "buffers": cfg.buffers, "iterations": result.iterations, "seconds": round(result.seconds, 3),
         "final_loss": result.final_loss, "syn_lr": result.syn_lr, "evals": result.evals,
         "interrupted": result.interrupted, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "log": str(result.log), "init": {k: v for k, v in result.init.items() if k != "indices"},
@@ -159,7 +170,15 @@ def distill(
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("output", str(result.out))
-    table.add_row("images", f"{cfg.gpc} per class × {cfg.points} Gaussians (IPC {cfg.ipc} budget)")
+    table.add_row("IPC", f"{cfg.ipc} (budget: the bytes of {cfg.ipc} real fp32 image(s) per class)")
+    if cfg.param == "pixel":
+        table.add_row("images", f"{cfg.gpc} pixel image(s) per class (fp32)")
+    else:
+        table.add_row("images", f"{cfg.gpc} per class × {cfg.points} Gaussians")
+    if cfg.algo == "tm":
+        est = result.memory.get("estimate_bytes", {}).get(cfg.tm_memory)
+        table.add_row("TM memory", cfg.tm_memory + (f" (estimated peak {_fmt_bytes(est)})" if est else ""))
+        table.add_row("experts", str(cfg.buffers))
     if "psnr_mean" in result.init:
         table.add_row("init PSNR", f"{result.init['psnr_mean']:.2f} dB ({result.init.get('steps')} steps)")
     table.add_row("iterations", f"{result.iterations} in {result.seconds:.1f} s")
@@ -171,6 +190,24 @@ def distill(
         table.add_row("last eval", f"{100 * ev['mean']:.2f} ± {100 * ev['std']:.2f} % ({ev['epochs']} epochs, {ev['runs']} run(s))")
     table.add_row("log", str(result.log))
     out.print(table)
+
+
+def _fmt_bytes(n: int) -> str:
+    from gsdd_cli.distill.memory import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _cached_experts(cfg, quiet: bool, notify) -> Path:
+    """TM without --buffers: train (or reuse) the cached experts, with a progress bar."""
+    from gsdd_cli.data import load_dataset
+    from gsdd_cli.distill.experts import ensure_experts
+
+    from gsdd_cli.commands.experts import expert_progress
+
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    with make_progress(quiet) as progress:
+        return ensure_experts(cfg, ds, notify=notify, on_step=expert_progress(progress))
 
 
 def register(app: typer.Typer) -> None:

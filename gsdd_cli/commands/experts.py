@@ -48,16 +48,7 @@ def experts(
     silent = int(os.environ.get("RANK", "0") or 0) != 0  # under torchrun only rank 0 reports
     quiet = quiet or silent
     with make_progress(quiet) as progress:
-        task = progress.add_task("experts", total=None, info="")
-
-        def on_step(s) -> None:
-            if progress.tasks[task].total is None:
-                progress.update(task, total=s.total * s.epochs)
-            acc = f" · test {100 * s.test_acc:.1f}%" if s.test_acc is not None else ""
-            state = "already complete" if s.epoch == 0 else f"epoch {s.epoch}/{s.epochs} · loss {s.loss:.3f}"
-            progress.update(task, advance=s.epochs if s.epoch == 0 else 1, info=f"expert {s.expert}: {state}{acc}")
-
-        result = train_experts(cfg, on_step)
+        result = train_experts(cfg, expert_progress(progress))
     summary = {
         "out": str(result.out), "trained": result.trained, "skipped": result.skipped,
         "test_acc": {str(k): round(v, 4) for k, v in sorted(result.test_acc.items())},
@@ -78,6 +69,20 @@ def experts(
                       f"{100 * acc:.2f} %" if acc is not None else "")
     out.print(table)
     out.print(f"{len(result.trained)} trained, {len(result.skipped)} already complete, {result.seconds:.1f} s")
+
+
+def expert_progress(progress):
+    """An ``on_step`` callback for train_experts that drives one bar (epochs of all experts)."""
+    task = progress.add_task("experts", total=None, info="")
+
+    def on_step(s) -> None:
+        if progress.tasks[task].total is None:
+            progress.update(task, total=s.total * s.epochs)
+        acc = f" · test {100 * s.test_acc:.1f}%" if s.test_acc is not None else ""
+        state = "already complete" if s.epoch == 0 else f"epoch {s.epoch}/{s.epochs} · loss {s.loss:.3f}"
+        progress.update(task, advance=s.epochs if s.epoch == 0 else 1, info=f"expert {s.expert}: {state}{acc}")
+
+    return on_step
 
 
 def register(app: typer.Typer) -> None:

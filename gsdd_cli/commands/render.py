@@ -46,7 +46,7 @@ def render(
     file: Path = typer.Argument(..., help="The .gsd file to decode."),
     png: Optional[Path] = typer.Option(None, "--png", help="Folder for one PNG per image (<class>_<name>_<k>.png)."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="Write a class-by-image grid PNG here."),
-    scale: float = typer.Option(1.0, "--scale", help="Render at this multiple k of the native resolution: round(H·k) × round(W·k) pixels (Gaussians are resolution-free; docs/format.md)."),
+    scale: float = typer.Option(1.0, "--scale", help="Render at this multiple k of the native resolution: round(H·k) × round(W·k) pixels (Gaussians are resolution-free; pixel sets are resized nearest-neighbour; docs/format.md)."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Classes to render, e.g. 0,3,5-7 (default all)."),
     images: Optional[str] = typer.Option(None, "--images", help="Images within each class, e.g. 0-9 (default all)."),
     grid_cols: int = typer.Option(10, "--grid-cols", help="Images per class shown in the grid."),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gsdd_cli.gaussians import GaussianImages
+from gsdd_cli.synthetic import SyntheticImages
 
 
 def derive_seed(*parts: Any) -> int:
@@ -193,11 +193,11 @@ def shutdown_distributed(info: DistInfo, wait: bool = True) -> None:
 # ------------------------------------------------------------------------------------ run context
 @dataclass
 class Context:
-    """What an algorithm needs: config, data (network space), the Gaussians and their optimizer."""
+    """What an algorithm needs: config, data (network space), the synthetic images and their optimizer."""
 
     cfg: Any  # DistillConfig
     device: torch.device
-    images: GaussianImages
+    images: SyntheticImages  # GaussianImages or PixelImages
     optimizer: torch.optim.Optimizer
     transform: torch.nn.Module
     num_classes: int
@@ -214,7 +214,7 @@ class Context:
     def gpc(self) -> int:
         return self.images.num_images // self.num_classes
 
-    def gaussian_params(self) -> list[torch.Tensor]:
+    def image_params(self) -> list[torch.Tensor]:
         return [p for p in self.images.parameters() if p.requires_grad]
 
     def _sync(self) -> None:
@@ -222,14 +222,14 @@ class Context:
             torch.cuda.synchronize(self.device)
 
     def render(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Render (all, or the ``idx`` subset of) the Gaussian images and apply the transform.
+        """Render (all, or the ``idx`` subset of) the synthetic images in network space (rendered
+        and transformed; pixel sets that store network-space values return them as they are).
 
         Differentiable; the wall time of the forward pass is added to ``render_seconds``.
         """
         self._sync()
         t0 = time.perf_counter()
-        x = self.images.render(idx, backend=self.cfg.backend)
-        x = self.transform(x)
+        x = self.images.network_images(idx, self.transform, backend=self.cfg.backend)
         self._sync()
         self.render_seconds += time.perf_counter() - t0
         return x
@@ -252,11 +252,12 @@ class Context:
     def boundary(self) -> torch.Tensor:
         return self.cfg.boundary_lambda * self.images.boundary_loss()
 
-    def step_gaussians(self, average: bool = False) -> None:
-        """All-reduce the Gaussian gradients (multi-process), Adam step, clip the positions."""
-        all_reduce_grads(self.gaussian_params(), self.dist, average=average)
+    def step_images(self, average: bool = False) -> None:
+        """All-reduce the image gradients (multi-process), optimizer step, projection (Gaussians:
+        clip the positions)."""
+        all_reduce_grads(self.image_params(), self.dist, average=average)
         self.optimizer.step()
-        self.images.clip_positions_()
+        self.images.after_step()
 
 
 def draw_seed() -> int:

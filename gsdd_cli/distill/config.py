@@ -38,6 +38,16 @@ DC_TABLE = {("imagenet", 1): (200, 720, 2000, 5_000)}
 # DC outer/inner loops by IPC (the DC paper's schedule, SPEC §5.3).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 ITERATIONS = {"tm": 15_000, "dm": 20_000, "dc": 5_000}
+DEFAULT_IPC = 10
+
+# Pixel sets (--param pixel): the published learning rate of the images, an SGD(momentum 0.5) lr in
+# network space (normalised or ZCA-whitened images), docs/distill.md gives the sources.
+# TM (MTT): by (dataset family, IPC), else MTT's default 1000; DM: 1.0; DC: 0.1.
+PIXEL_LR_TM = {("cifar10", 1): 100.0, ("cifar10", 10): 100.0, ("cifar10", 50): 1000.0,
+               ("cifar100", 1): 1000.0, ("cifar100", 10): 1000.0, ("cifar100", 50): 1000.0,
+               ("imagenet", 1): 1000.0, ("imagenet", 10): 1000.0}
+PIXEL_LR = {"tm": 1000.0, "dm": 1.0, "dc": 0.1}
+PIXEL_MOMENTUM = 0.5
 
 # Small, CPU-friendly defaults for the embedded `digits` set (not in the paper; chosen and measured so
 # that `gsdd distill digits --algo dm --ipc 1` takes ~15 s on 2 CPU cores, see docs/distill.md).
@@ -52,7 +62,7 @@ DIGITS = {
 # Fields that may change between a run and its --resume without affecting the result.
 RUN_CONTROL_FIELDS = frozenset(
     {"iterations", "eval_every", "eval_epochs", "eval_runs", "save_every", "log_every", "device", "backend",
-     "out", "data_dir", "buffers", "init"}
+     "out", "data_dir", "buffers", "init", "num_experts", "experts_epochs"}
 )
 
 
@@ -64,7 +74,9 @@ class DistillConfig(BaseModel):
     # what to distil
     dataset: str
     algo: Literal["tm", "dm", "dc"]
-    ipc: int = Field(gt=0)
+    ipc: int = Field(DEFAULT_IPC, gt=0)
+    param: Literal["gaussian", "pixel"] = "gaussian"
+    lr_img: Optional[float] = Field(None, gt=0, description="pixel sets: SGD(momentum 0.5) lr in network space")
     gpc: Optional[int] = Field(None, gt=0)
     points: Optional[int] = Field(None, gt=0)
     out: Optional[str] = None
@@ -101,6 +113,9 @@ class DistillConfig(BaseModel):
     lr_lr: float = Field(1e-5, ge=0)
     lr_init: float = Field(1e-2, gt=0)
     min_syn_lr: float = Field(1e-3, gt=0)
+    tm_memory: Literal["auto", "full", "checkpoint", "tesla"] = "auto"
+    num_experts: Optional[int] = Field(None, gt=0, description="TM without buffers: experts to train/cache")
+    experts_epochs: Optional[int] = Field(None, gt=0, description="TM without buffers: epochs per cached expert")
     # run control
     device: str = "auto"
     backend: str = "auto"
@@ -135,10 +150,10 @@ class DistillConfig(BaseModel):
             raise ValueError(f"unknown renderer backend {v!r}; valid: {', '.join(BACKENDS)}")
         return v
 
-    @field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda")
+    @field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda", "lr_img")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not math.isfinite(v):
             raise ValueError("must be finite")
         return v
 
@@ -163,11 +178,21 @@ def dataset_family(name: str, info: tuple[int, int, int, int]) -> str:
     return "other"
 
 
-def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, int]) -> dict[str, Any]:
+def pixel_lr(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, int]) -> float:
+    """The published image learning rate of the pixel version of ``algo`` (see PIXEL_LR_TM)."""
+    if algo == "tm":
+        return PIXEL_LR_TM.get((dataset_family(dataset, info), ipc), PIXEL_LR["tm"])
+    return PIXEL_LR[algo]
+
+
+def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, int],
+                  param: str = "gaussian") -> dict[str, Any]:
     """SPEC §5 defaults for (dataset, algorithm, IPC); digits gets small CPU settings.
 
     Settings the paper does not give (e.g. CIFAR with DM/DC, IPCs outside the tables) fall back to
     the generic values documented in docs/distill.md. GPC falls back to budget.recommended_gpc.
+    A pixel set (``param="pixel"``) keeps every schedule setting and adds ``lr_img``, the published
+    image lr of the pixel method; its GPC is the IPC.
     """
     from gsdd_cli.budget import recommended_gpc
 
@@ -197,6 +222,8 @@ def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, 
         d["init_steps"] = DIGITS["init_steps"]
         d["eval_epochs"] = DIGITS["eval_epochs"]
         d.update(DIGITS[algo])
+    if param == "pixel":
+        d.update(gpc=ipc, lr_img=pixel_lr(dataset, algo, ipc, info))
     return d
 
 
@@ -283,9 +310,19 @@ def build_config(
         from gsdd_cli.gsdfile import read_header
 
         merged["ipc"] = read_header(merged["init"]).ipc
-    for req, flag in (("dataset", "DATASET"), ("algo", "--algo"), ("ipc", "--ipc")):
+    if merged.get("ipc") is None:
+        merged["ipc"] = DEFAULT_IPC
+    for req, flag in (("dataset", "DATASET"), ("algo", "--algo")):
         if merged.get(req) is None:
             raise ConfigError(f"{flag} is required (give it on the command line or in --config)")
+    param = str(merged.get("param") or "gaussian").lower()
+    if merged.get("param") is not None:
+        merged["param"] = param
+    if param == "pixel":
+        given = [k for k in ("gpc", "points") if merged.get(k) is not None]
+        if given:
+            raise ConfigError(f"--{given[0]} applies to Gaussian sets; a pixel set (--param pixel) holds IPC "
+                              "images per class")
     algo = str(merged["algo"]).lower()
     if algo not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {merged['algo']!r}; valid: {', '.join(ALGORITHMS)}")
@@ -297,13 +334,17 @@ def build_config(
         from gsdd_cli.data import dataset_info
 
         info = dataset_info(str(merged["dataset"]), merged.get("data_dir"))
-    defaults = spec_defaults(str(merged["dataset"]), algo, ipc, info)
+    defaults = spec_defaults(str(merged["dataset"]), algo, ipc, info, param)
     if merged.get("init"):
         # an --init file fixes the budget split unless flags say otherwise (then distill() checks them)
         from gsdd_cli.gsdfile import read_header
 
         header = read_header(merged["init"])
-        defaults.update(gpc=header.gpc, points=header.points_per_image)
+        if header.parameterization != param:
+            raise ConfigError(f"--init {merged['init']} is a {header.parameterization} set; this run distils a "
+                              f"{param} set (--param {param})")
+        if param == "gaussian":
+            defaults.update(gpc=header.gpc, points=header.points_per_image)
     if "points" in merged and "gpc" not in merged:
         defaults.pop("gpc", None)  # --points alone: GPC follows from the budget
     final = {**defaults, **merged}
@@ -319,6 +360,8 @@ def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> Dist
     from gsdd_cli.budget import make_plan, points_per_image
 
     k, c, h, w = info
+    if cfg.param == "pixel":
+        return cfg.model_copy(update={"gpc": cfg.ipc, "points": None})
     if cfg.gpc is not None and cfg.points is not None:
         most = points_per_image(cfg.ipc, cfg.gpc, c, h, w)
         if cfg.points > most:
@@ -333,11 +376,14 @@ def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> Dist
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_IPC",
+    "PIXEL_MOMENTUM",
     "DistillConfig",
     "RUN_CONTROL_FIELDS",
     "build_config",
     "dataset_family",
     "format_validation_error",
+    "pixel_lr",
     "read_config_file",
     "spec_defaults",
 ]

@@ -77,7 +77,7 @@ class GradientMatching(StatelessMethod):
             if mine:
                 loss.backward()
             total += float(loss.detach())
-            ctx.step_gaussians(average=False)
+            ctx.step_images(average=False)
             if ol == outer - 1:
                 break
             with torch.no_grad():

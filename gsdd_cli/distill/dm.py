@@ -4,11 +4,15 @@ One iteration: a freshly initialised network (train mode, frozen); then for each
 Adam step on ℒ_c = ‖mean e(real_c) − mean e(syn_c)‖² + λ·L_bnd with Siamese DSA (one seed shared by the
 real and the synthetic batch). So an iteration is K optimizer steps.
 
-Only class c's images are rendered for its step (``GaussianImages.render(idx)``): rendering all B images
+Only class c's images are rendered for its step (``images.render(idx)``): rendering all B images
 and selecting class c's gives the same values and the same (zero elsewhere) gradients, at 1/K the cost.
 
 Multi-process: classes are dealt out round-robin; in round j rank r takes class j·W + r, the ranks'
 gradients are summed and one Adam step is taken per round (K/W steps per iteration instead of K).
+
+Pixel sets (``--param pixel``) follow the DM reference code instead: the class losses are summed and
+one SGD step is taken per iteration (each class's images get gradient only from their own class, so
+this differs from K steps only through the optimizer's momentum).
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ class DistributionMatching(StatelessMethod):
         rounds = -(-ctx.num_classes // world)
         total = 0.0
         matched = 0.0
+        joint = cfg.param == "pixel"  # one step on the summed class losses (DM reference code)
+        ctx.optimizer.zero_grad(set_to_none=True)
         for j in range(rounds):
             cls = j * world + rank
-            ctx.optimizer.zero_grad(set_to_none=True)
+            if not joint:
+                ctx.optimizer.zero_grad(set_to_none=True)
             seed = draw_seed()  # drawn on every rank so the RNG streams stay aligned
             if cls < ctx.num_classes:
                 real = ctx.real_batch(cls, cfg.batch_real)
@@ -59,5 +66,8 @@ class DistributionMatching(StatelessMethod):
                 loss.backward()
                 total += float(loss.detach())
                 matched += float(match.detach())
-            ctx.step_gaussians(average=False)
+            if not joint:
+                ctx.step_images(average=False)
+        if joint:
+            ctx.step_images(average=False)
         return {"loss": total / ctx.num_classes, "match": matched / ctx.num_classes}

@@ -197,11 +197,13 @@ def read_manifest(folder: Path | str) -> dict:
     return m
 
 
-def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None) -> ExpertsResult:
+def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None, *,
+                  shutdown: bool = True) -> ExpertsResult:
     """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``.
 
     The folder is checked before any work. If the run fails, finished experts stay (a re-run
     continues), and a folder or manifest this call created for nothing is removed again.
+    ``shutdown=False`` leaves a torch.distributed process group up (a caller that goes on using it).
     """
     from gsdd_cli.data import dataset_path
 
@@ -209,7 +211,7 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
     check_output_dir(out, "--out", {"DATASET": dataset_path(cfg.dataset)})
     had_folder, had_manifest = out.exists(), (out / MANIFEST).is_file()
     try:
-        return _train_experts(cfg, on_step)
+        return _train_experts(cfg, on_step, shutdown)
     except BaseException:
         if not had_manifest and (out / MANIFEST).is_file() and not _count_files(out):
             remove_quietly([out / MANIFEST])
@@ -218,12 +220,13 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
                     out.rmdir()  # only if empty
                 except OSError:
                     pass
-        if dist.is_available() and dist.is_initialized():
+        if shutdown and dist.is_available() and dist.is_initialized():
             shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
         raise
 
 
-def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None) -> ExpertsResult:
+def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None,
+                   shutdown: bool = True) -> ExpertsResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
     from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
@@ -309,7 +312,8 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
     if info.is_main:
         manifest["experts"] = _scan(out, cfg.epochs, count, max(cfg.num, _count_files(out)))
         _write_json(out / MANIFEST, manifest)
-    shutdown_distributed(info)
+    if shutdown:
+        shutdown_distributed(info)
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -329,6 +333,52 @@ def _scan(folder: Path, epochs: int, count: int, upto: int) -> list[dict]:
         if ok:
             found.append({"index": i, "file": p.name, "test_acc": acc})
     return found
+
+
+# ------------------------------------------------------------------ cached experts (TM without --buffers)
+CACHE_DIR = Path("~/.cache/gsdd")
+
+
+def cached_experts_plan(cfg, ds) -> tuple[ExpertsConfig, int]:
+    """Where ``gsdd distill --algo tm`` without ``--buffers`` keeps its experts, and how many are done.
+
+    The folder is ``<data dir>/experts/<dataset>-<model>-<transform>-e<epochs>-<data fingerprint>``
+    (``~/.cache/gsdd/experts/…`` when the dataset has no data dir): one folder per dataset, model,
+    transform and epoch count, so finished experts are reused by every later run that needs them.
+    Number: ``cfg.num_experts`` (default: ``gsdd experts``'s, 100; digits 5); epochs:
+    ``cfg.experts_epochs`` (default 50, digits 10, at least max_start_epoch + expert_epochs).
+    """
+    from gsdd_cli.data import default_transform_kind
+    from gsdd_cli.data.transforms import _safe
+    from gsdd_cli.models import get_model
+
+    num, epochs = default_counts(cfg.dataset)
+    num = cfg.num_experts or num
+    epochs = cfg.experts_epochs or max(epochs, cfg.max_start_epoch + cfg.expert_epochs)
+    kind = cfg.transform or default_transform_kind(ds.name, "tm")
+    base = Path(ds.cache_dir) if ds.cache_dir is not None else CACHE_DIR.expanduser()
+    folder = base / "experts" / f"{_safe(ds.name)}-{cfg.model}-{kind}-e{epochs}-{ds.fingerprint()[:12]}"
+    ecfg = make_experts_config(dataset=cfg.dataset, out=str(folder), num=num, epochs=epochs, model=cfg.model,
+                               transform=kind, device=cfg.device, data_dir=cfg.data_dir)
+    count = sum(p.numel() for p in get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width).parameters())
+    done = sum(1 for i in range(num) if _complete(expert_path(folder, i), epochs, count)[0])
+    return ecfg, done
+
+
+def ensure_experts(cfg, ds, *, notify: Callable[[str], None] | None = None,
+                   on_step: Callable[[ExpertStep], None] | None = None) -> Path:
+    """Train the missing cached experts of :func:`cached_experts_plan` (resumable) and return the folder.
+
+    ``notify`` gets one line saying where they go and how many will be trained.
+    """
+    ecfg, done = cached_experts_plan(cfg, ds)
+    if notify is not None:
+        todo = ecfg.num - done
+        what = (f"training {todo} expert trajectories ({ecfg.epochs} epochs each)" if todo
+                else f"reusing {done} finished expert trajectories")
+        notify(f"no --buffers: {what} in {ecfg.out}" + (f" ({done} already there)" if todo and done else ""))
+    train_experts(ecfg, on_step, shutdown=False)
+    return Path(ecfg.out)
 
 
 class ExpertBuffers:
@@ -374,6 +424,8 @@ class ExpertBuffers:
 
 __all__ = [
     "ExpertBuffers",
+    "cached_experts_plan",
+    "ensure_experts",
     "ExpertStep",
     "ExpertsConfig",
     "ExpertsResult",

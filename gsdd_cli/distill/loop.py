@@ -54,9 +54,17 @@ from gsdd_cli.distill.common import (
     set_rng_state,
 )
 from gsdd_cli.distill.config import RUN_CONTROL_FIELDS, DistillConfig
+from gsdd_cli.distill.params import (
+    attach_real_data,
+    images_from_state,
+    initial_images,
+    make_context,
+    optimizer_groups,
+    prepare,
+    stand_in_images,
+)
 from gsdd_cli.errors import CheckpointError, ConfigError, DivergenceError, FileSystemError, GsddError
-from gsdd_cli.gaussians import ATTRIBUTES, GaussianImages
-from gsdd_cli.gsdfile import load_gsd, make_header, save_gsd
+from gsdd_cli.gsdfile import make_header, save_gsd
 from gsdd_cli.outputs import (
     atomic_write_bytes,
     atomic_write_json,
@@ -66,11 +74,12 @@ from gsdd_cli.outputs import (
     fs_error,
     remove_quietly,
 )
+from gsdd_cli.synthetic import SyntheticImages
 
 CHECKPOINT_FORMAT = "gsdd-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: sha256 checksum of the content, last_loss
 # Settings --resume may change beyond RUN_CONTROL_FIELDS: a lower lr after a divergence.
-RESUME_ADJUSTABLE = RUN_CONTROL_FIELDS | {"lr"}
+RESUME_ADJUSTABLE = RUN_CONTROL_FIELDS | {"lr", "lr_img"}
 
 
 def _methods() -> dict[str, type]:
@@ -135,6 +144,7 @@ class DistillResult:
     checkpoint: Optional[Path] = None
     log: Optional[Path] = None
     init: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)  # TM: the pre-flight memory plan (mode, estimates)
 
 
 class DistillInterrupted(KeyboardInterrupt):
@@ -199,13 +209,13 @@ def checkpoint_checksum(state: dict) -> str:
     return h.hexdigest()
 
 
-def _capture(images: GaussianImages, optimizer: torch.optim.Optimizer, method, *, copy_state: bool) -> dict:
+def _capture(images: SyntheticImages, optimizer: torch.optim.Optimizer, method, *, copy_state: bool) -> dict:
     """The trainable state (copies when ``copy_state``: a snapshot that later steps do not change)."""
     opt, meth = optimizer.state_dict(), method.state_dict()
     if copy_state:
         opt, meth = copy.deepcopy(opt), copy.deepcopy(meth)
     return {
-        "images": {a: getattr(images, a).detach().clone() for a in ATTRIBUTES},
+        "images": images.state_tensors(),
         "labels": images.labels.detach().clone(),
         "optimizer": opt,
         "method": meth,
@@ -235,7 +245,7 @@ def _write_checkpoint(path: Path, cfg: DistillConfig, captured: dict, *, iterati
     return path
 
 
-def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: GaussianImages,
+def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: SyntheticImages,
                     optimizer: torch.optim.Optimizer, method, elapsed: float, init: dict,
                     last_loss: Optional[float] = None) -> Path:
     """Write the current state atomically as a checkpoint (with its checksum)."""
@@ -345,33 +355,6 @@ def _json_default(o: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- setup
-def _initial_images(cfg: DistillConfig, ds, device, on_init_step) -> tuple[GaussianImages, dict]:
-    from gsdd_cli.fit import FitConfig, init_from_dataset
-
-    if cfg.init:
-        f = load_gsd(cfg.init, device="cpu", quantize=cfg.quantize)
-        h = f.header
-        want = (ds.num_classes, ds.channels, ds.height, ds.width)
-        got = (h.num_classes, h.channels, h.height, h.width)
-        if got != want:
-            raise ConfigError(f"--init {cfg.init}: made for (classes, C, H, W) = {got}, the dataset has {want}")
-        for key, value in (("ipc", h.ipc), ("gpc", h.gpc), ("points", h.points_per_image)):
-            if getattr(cfg, key) != value:
-                raise ConfigError(f"--init {cfg.init} has {key} {value}, but this run asks for {getattr(cfg, key)}",
-                                  hint=f"drop --{key} (it follows from the init file) or use another init file")
-        images = f.images
-        images.antialias = cfg.antialias
-        return images, {"source": str(cfg.init), "algorithm": h.algorithm, **{k: v for k, v in (h.config or {}).items() if k == "init"}}
-    fit_cfg = FitConfig(steps=cfg.init_steps, lr=cfg.init_lr, seed=cfg.seed, backend=cfg.backend,
-                        quantize=cfg.quantize, antialias=cfg.antialias)
-    r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
-                          first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
-    if not all(bool(torch.isfinite(getattr(r.images, a)).all()) for a in ATTRIBUTES):
-        raise DivergenceError(f"the initialization fit diverged (NaN or Inf parameters) with lr "
-                              f"{r.config['init']['lr']:g}", hint="run again with a lower --init-lr")
-    info = dict(r.config["init"])
-    info.update(source="fitted", seconds=round(r.seconds, 3), psnr_per_class=[round(p, 3) for p in r.psnr_per_class])
-    return r.images, info
 
 
 def distill(
@@ -416,7 +399,6 @@ def _run(
     side: dict[str, Any],
 ) -> DistillResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.data.transforms import apply_in_batches
     from gsdd_cli.devices import resolve_device
 
     if not cfg.out:
@@ -433,36 +415,43 @@ def _run(
     ckpt = None
     if resume:
         ckpt = load_checkpoint(paths["checkpoint"])
+        if cfg.tm_memory == "auto":  # keep the mode the run resolved to (modes agree only to rounding)
+            cfg = cfg.model_copy(update={"tm_memory": ckpt["config"].get("tm_memory", "full")})
         _check_resume_config(cfg, ckpt["config"], paths["checkpoint"])
         if cfg.iterations < int(ckpt["iteration"]):
             raise ConfigError(f"--iterations {cfg.iterations} is below the {ckpt['iteration']} iterations the "
                               f"checkpoint {paths['checkpoint']} already has",
                               hint=f"give --iterations {ckpt['iteration']} or more")
+    if cfg.algo == "tm" and not cfg.buffers:
+        from gsdd_cli.distill.experts import ensure_experts
+
+        cfg = cfg.model_copy(update={"buffers": str(ensure_experts(cfg, ds, notify=notify if dinfo.is_main else None))})
+    memory_plan: dict = {}
+    if cfg.algo == "tm":  # memory pre-flight before the (possibly long) init, on stand-in images
+        from gsdd_cli.distill.tm import preflight
+
+        probe_ctx = make_context(cfg, device, stand_in_images(cfg, ds, transform).to(device), transform, ds, dinfo)
+        cfg, memory_plan = preflight(probe_ctx, notify=notify if dinfo.is_main else None)
+        del probe_ctx
     if ckpt is not None:
-        t = ckpt["images"]
-        images = GaussianImages(t["xy"], t["cholesky"], t["rgb"], t["opacity"], ckpt["labels"], ds.height, ds.width,
-                                quantize=cfg.quantize, antialias=cfg.antialias)
+        images = images_from_state(cfg, ckpt["images"], ckpt["labels"], ds, transform)
         init_info = ckpt.get("init", {})
     else:
-        images, init_info = _initial_images(cfg, ds, device, on_init_step)
+        images, init_info = initial_images(cfg, ds, device, transform, on_init_step)
     images = images.to(device)
-    images.opacity.requires_grad_(cfg.train_opacity)
+    prepare(images, cfg)
     broadcast_params(images, dinfo)
-    optimizer = torch.optim.Adam(images.param_groups(cfg.lr))
-
-    ctx = Context(cfg=cfg, device=device, images=images, optimizer=optimizer, transform=transform,
-                  num_classes=ds.num_classes, channels=ds.channels, height=ds.height, width=ds.width, dist=dinfo)
-    if cfg.algo in ("dm", "dc"):
-        ctx.real_x = apply_in_batches(transform, ds.x_train, device)
-        ctx.real_y = ds.y_train
-        ctx.class_index = [ds.indices_of_class(c) for c in range(ds.num_classes)]
+    ctx = make_context(cfg, device, images, transform, ds, dinfo)
+    optimizer = ctx.optimizer
+    attach_real_data(ctx, ds)
     method = _methods()[cfg.algo](ctx)
+    method.memory_plan = memory_plan
     start_it = 0
     elapsed_before = 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        for group, fresh in zip(optimizer.param_groups, images.param_groups(cfg.lr)):
-            group["lr"] = fresh["lr"]  # --resume may lower lr (after a divergence)
+        for group, fresh in zip(optimizer.param_groups, optimizer_groups(images, cfg)):
+            group["lr"] = fresh["lr"]  # --resume may lower lr / lr_img (after a divergence)
         method.load_state_dict(ckpt["method"])
         set_rng_state(ckpt["rng"])
         start_it = int(ckpt["iteration"])
@@ -475,12 +464,13 @@ def _run(
     log = _Log(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
                "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
+               "memory": getattr(method, "memory_plan", None),
                **({"lr": cfg.lr, "checkpoint_lr": ckpt["config"].get("lr")} if ckpt is not None else {})})
 
     evaluator = _Evaluator(ctx, ds, method) if (cfg.eval_every and main) else None
     result = DistillResult(out=paths["out"], config=cfg, iterations=start_it, seconds=0.0,
                            final_loss=ckpt.get("last_loss") if ckpt is not None else None,
-                           log=paths["log"], init=init_info)
+                           log=paths["log"], init=init_info, memory=dict(getattr(method, "memory_plan", {})))
     seed_rank = dinfo.rank if getattr(method, "seed_per_rank", False) else 0
     last_saved: Path | None = paths["checkpoint"] if ckpt is not None else None
     total = cfg.iterations
@@ -622,14 +612,14 @@ def _round(v: Any) -> Any:
     return round(v, 7) if isinstance(v, float) else v
 
 
-def _nonfinite(loss: float, images: GaussianImages, method) -> str | None:
+def _nonfinite(loss: float, images: SyntheticImages, method) -> str | None:
     """Why the state after a step is unusable (a NaN/Inf loss, parameter or learned lr), else None."""
     if not math.isfinite(loss):
         return f"the loss became {loss}"
     with torch.no_grad():
-        for a in ATTRIBUTES:
-            if not bool(torch.isfinite(getattr(images, a)).all()):
-                return f"the Gaussian parameter {a!r} became NaN or Inf"
+        for name, p in images.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return f"the {images.parameterization} parameter {name!r} became NaN or Inf"
     syn_lr = method.header_fields().get("syn_lr")
     if isinstance(syn_lr, float) and not math.isfinite(syn_lr):
         return f"the learned lr α became {syn_lr}"

@@ -56,7 +56,8 @@ def test_distill_cli_errors(tmp_path):
     out = str(tmp_path / "x.gsd")
     _one_line_error(_run("distill", "digits", "--algo", "xm", "--ipc", "1", "--out", out), 3, "unknown algorithm")
     _one_line_error(_run("distill", "nosuchset", "--algo", "dm", "--ipc", "1", "--out", out), 7, "unknown dataset")
-    _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--out", out), 3, "--buffers")
+    _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--param", "voxel", "--out", out), 3,
+                    "param")
     bad = tmp_path / "bad.gsd"
     bad.write_bytes(b"not a safetensors file at all")
     _one_line_error(_run("distill", "digits", "--algo", "dm", "--ipc", "1", "--init", str(bad), "--out", out), 4,
@@ -66,7 +67,9 @@ def test_distill_cli_errors(tmp_path):
     cfg = tmp_path / "extra.json"
     cfg.write_text('{"algo": "dm", "ipc": 1, "colour": "red"}')
     _one_line_error(_run("distill", "digits", "--config", str(cfg), "--out", out), 3, "colour")
-    _one_line_error(_run("distill", "digits", "--algo", "dm", "--out", out), 3, "--ipc")
+    _one_line_error(_run("distill", "digits", "--algo", "dm", "--ipc", "0", "--out", out), 3, "--ipc")
+    _one_line_error(_run("distill", "digits", "--algo", "dm", "--param", "pixel", "--gpc", "3", "--out", out), 3,
+                    "--gpc applies to Gaussian sets")
     _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--buffers", str(tmp_path), "--out", out,
                          *FAST), 3, "manifest")
 

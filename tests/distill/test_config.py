@@ -75,7 +75,7 @@ def test_extra_keys_and_bad_values_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="algorithm"):
         build_config("digits", flags={"algo": "xx", "ipc": 1})
     with pytest.raises(ConfigError, match="--ipc"):
-        build_config("digits", flags={"algo": "dm"})
+        build_config("digits", flags={"algo": "dm", "ipc": 0})
     notmap = tmp_path / "list.json"
     notmap.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="mapping"):
@@ -98,3 +98,21 @@ def test_unknown_dsa_op_is_rejected_by_both_configs():
         make_eval_config(dsa_strategy="color_wobble")
     assert build_config("digits", flags={"algo": "dm", "ipc": 1, "out": "x.gsd",
                                          "dsa_strategy": "crop_flip"}).dsa_strategy == "crop_flip"
+
+
+def test_ipc_defaults_to_10_and_pixel_settings():
+    cfg = build_config("cifar10", flags={"algo": "tm"}, info=C10)
+    assert cfg.ipc == 10 and cfg.param == "gaussian" and (cfg.gpc, cfg.points) == (160, 42)
+    assert cfg.tm_memory == "auto" and cfg.lr_img is None
+    px = build_config("cifar10", flags={"algo": "tm", "ipc": 1, "param": "pixel"}, info=C10)
+    # the same schedule as the Gaussian run, the published pixel lr of MTT (CIFAR-10 IPC 1: 100)
+    assert (px.gpc, px.points, px.lr_img, px.syn_steps, px.batch_syn) == (1, None, 100.0, 60, 300)
+    assert build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "PIXEL"}).lr_img == 1.0
+    assert build_config("digits", flags={"algo": "dc", "ipc": 1, "param": "pixel"}).lr_img == 0.1
+    assert build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "pixel", "lr_img": 3.0}).lr_img == 3.0
+    with pytest.raises(ConfigError, match="--gpc applies to Gaussian sets"):
+        build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "pixel", "gpc": 4})
+    with pytest.raises(ConfigError, match="param"):
+        build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "voxel"})
+    with pytest.raises(ConfigError, match="tm_memory"):
+        build_config("digits", flags={"algo": "tm", "ipc": 1, "tm_memory": "lots"})

@@ -1,0 +1,93 @@
+"""The interface every parameterization of a distilled set implements (Gaussian images, pixel images).
+
+A distilled set is G = GPC·K synthetic images with class-major labels. Code that trains, renders,
+evaluates or stores a set (``gsdd distill``, ``render``, ``eval``, ``info``, ``gsdfile``) uses only
+the members below, so it never branches on the parameterization:
+
+- ``parameterization``       ``"gaussian"`` or ``"pixel"`` (the header field of the same name);
+- ``labels`` [G], ``num_images``, ``channels``, ``height``, ``width``;
+- ``render(idx=None, *, scale=1.0, backend="auto")``  → [G or len(idx), C, H, W] in pixel space,
+  differentiable;
+- ``network_images(idx, transform, backend)``  → what the networks see (``transform(render(idx))``
+  unless the parameterization stores network-space values itself);
+- ``param_groups(lr)``, ``after_step()`` (projection after each optimizer step), ``boundary_loss()``;
+- ``payload_bytes()``, ``stored_tensors()`` (what a ``.gsd`` file holds), ``header_fields()``;
+- ``state_tensors()`` (exact fp32 state for checkpoints) and ``render_chunk(device)`` (how many
+  images one render call may hold in memory).
+
+Implementations: :class:`gsdd_cli.gaussians.GaussianImages` and :class:`gsdd_cli.pixels.PixelImages`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+PARAMETERIZATIONS = ("gaussian", "pixel")
+
+
+class SyntheticImages(nn.Module):
+    """Base class of the parameterizations (see the module docstring for the contract)."""
+
+    parameterization = "none"
+    labels: torch.Tensor
+    height: int
+    width: int
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def num_images(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def channels(self) -> int:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- forward
+    def render(self, images: torch.Tensor | None = None, *, scale: float = 1.0,
+               backend: str = "auto") -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def network_images(self, images: torch.Tensor | None, transform: nn.Module,
+                       backend: str = "auto") -> torch.Tensor:
+        """The (subset of) images in network space: ``transform(render(images))``, differentiable."""
+        return transform(self.render(images, backend=backend))
+
+    # ----------------------------------------------------------------------------- optimization
+    def param_groups(self, lr: Any) -> list[dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Projection after every optimizer step (Gaussians: clip the means). Default: nothing."""
+
+    def boundary_loss(self) -> torch.Tensor:
+        """Regulariser added to every loss (Gaussians: the boundary loss). Default: 0."""
+        return torch.zeros((), device=self.labels.device)
+
+    def dead_fraction(self) -> float | None:
+        """Share of invisible primitives (Gaussians), or None where the notion does not apply."""
+        return None
+
+    # ---------------------------------------------------------------------------------- storage
+    def payload_bytes(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stored_tensors(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def header_fields(self) -> dict[str, Any]:
+        """Fields of the .gsd header that depend on the parameterization."""
+        return {}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Exact fp32 state for a checkpoint (CPU clones of the trainable tensors)."""
+        return {n: p.detach().cpu().clone() for n, p in self.named_parameters()}
+
+    def render_chunk(self, device: torch.device) -> int:
+        """Images per render call that keep memory bounded (``render_all`` in evaluate.py)."""
+        return 1024
+
+
+__all__ = ["PARAMETERIZATIONS", "SyntheticImages"]
