@@ -1,4 +1,4 @@
-"""Storage-budget arithmetic (SPEC §3). Pure functions, no torch.
+"""Storage-budget arithmetic (docs/method.md §3). Pure functions, no torch.
 
 The budget of IPC real images per class is counted in bytes of fp32 pixels: IPC·C·H·W·4 bytes per
 class. One Gaussian costs (6 + C) parameters × 2 bytes (bf16): 2 for the mean, 3 for the Cholesky

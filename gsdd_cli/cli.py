@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "render",
     "info",
     "eval",
+    "export",
 ]
 
 app = typer.Typer(

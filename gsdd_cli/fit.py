@@ -1,9 +1,9 @@
-"""Initialization: fit Gaussian images to real images (SPEC §4, paper eq. 8).
+"""Initialization: fit Gaussian images to real images (docs/method.md §4, paper eq. 8).
 
 All G images are fitted jointly through one batched render per step: MSE in pixel space against the
 targets, one Adam per attribute group (here: one Adam with one parameter group per attribute, which is
 the same thing), a StepLR (×0.5 every 20 000 steps) on the position group only, position clipping after
-every step, no boundary loss. The start point is SPEC §4's: xy ~ U[-1, 1)², raw Cholesky ~ U[0, 1)³,
+every step, no boundary loss. The start point is docs/method.md §4's: xy ~ U[-1, 1)², raw Cholesky ~ U[0, 1)³,
 colour ~ U[0, 1)^C, opacity 1.
 
 Library only (no typer/rich): progress is reported through ``on_step(FitStep)``.
@@ -28,12 +28,12 @@ XY_GAMMA = 0.5
 
 
 def default_init_lr(height: int, width: int) -> float:
-    """SPEC §9.2: lr 0.1 at ≤ 32 px, 0.01 above (128 px ImageNet subsets)."""
+    """docs/method.md §9.2: lr 0.1 at ≤ 32 px, 0.01 above (128 px ImageNet subsets)."""
     return 0.1 if max(height, width) <= 32 else 0.01
 
 
 class FitConfig(BaseModel):
-    """Hyperparameters of the initialization fit (defaults: SPEC §4 / §9.2)."""
+    """Hyperparameters of the initialization fit (defaults: docs/method.md §4 / §9.2)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -81,7 +81,7 @@ def random_start(
     num_images: int, points: int, channels: int, height: int, width: int, labels: torch.Tensor,
     *, seed: int = 0, quantize: bool = True, antialias: bool = True,
 ) -> GaussianImages:
-    """SPEC §4 start point for ``num_images`` images (any labels), drawn from a seeded generator."""
+    """docs/method.md §4 start point for ``num_images`` images (any labels), drawn from a seeded generator."""
     gen = torch.Generator().manual_seed(int(seed))
     total = num_images * points
     xy = torch.rand(total, 2, generator=gen) * 2 - 1
@@ -100,7 +100,7 @@ def fit_gaussians(
     labels: torch.Tensor | None = None,  # [G]; default 0..G-1
     start: GaussianImages | None = None,
 ) -> GaussianImages:
-    """Fit G Gaussian images of ``points`` Gaussians each to ``targets`` (SPEC §4).
+    """Fit G Gaussian images of ``points`` Gaussians each to ``targets`` (docs/method.md §4).
 
     Runs on ``targets.device``. Returns the fitted images (fp32 masters); ``start`` continues from
     given parameters instead of the random start point.
@@ -148,7 +148,7 @@ def fit_gaussians(
 def select_init_indices(
     labels: torch.Tensor, num_classes: int, gpc: int, *, seed: int = 0, first: bool = False
 ) -> torch.Tensor:
-    """Indices of GPC distinct training images per class, class-major (SPEC §4).
+    """Indices of GPC distinct training images per class, class-major (docs/method.md §4).
 
     Default: a seeded random choice without replacement per class (one generator, classes in
     order); ``first=True``: the first GPC images of each class in dataset order (code parity).

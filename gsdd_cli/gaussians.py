@@ -1,4 +1,4 @@
-"""GaussianImages: a whole distilled set as G images of N 2D Gaussians (SPEC §1).
+"""GaussianImages: a whole distilled set as G images of N 2D Gaussians (docs/method.md §1).
 
 Storage is one contiguous fp32 master tensor per attribute over all G·N Gaussians (image g owns
 rows g·N … g·N+N−1):
@@ -85,7 +85,7 @@ class GaussianImages(SyntheticImages):
         device: torch.device | str | None = None,
         **kwargs,
     ) -> "GaussianImages":
-        """The fitting start point of SPEC §4: xy ~ U[-1,1)², raw L ~ U[0,1)³, colour ~ U[0,1)^C,
+        """The fitting start point of docs/method.md §4: xy ~ U[-1,1)², raw L ~ U[0,1)³, colour ~ U[0,1)^C,
         opacity 1; images class-major."""
         total = num_classes * gpc * points
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -184,7 +184,7 @@ class GaussianImages(SyntheticImages):
         ]
 
     def dead_fraction(self) -> float:
-        """Fraction of Gaussians with opacity < 1/255: invisible and gradient-dead (SPEC §9.6)."""
+        """Fraction of Gaussians with opacity < 1/255: invisible and gradient-dead (docs/method.md §9.6)."""
         with torch.no_grad():
             return float((self.opacity < 1.0 / 255.0).float().mean())
 

@@ -3,7 +3,7 @@ import pytest
 from gsdd_cli import budget as B
 from gsdd_cli.errors import BudgetError
 
-# Every (dataset, res, IPC, GPC, points) row of the paper (SPEC §3.2).
+# Every (dataset, res, IPC, GPC, points) row of the paper (docs/method.md §3.2).
 PAPER_ROWS = [
     ("cifar10", 32, 10, 1, 30, 22, "tm"),
     ("cifar10", 32, 10, 10, 160, 42, "tm"),

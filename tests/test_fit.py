@@ -1,4 +1,4 @@
-"""Init fitting (SPEC §4): PSNR rises, the fit correlates with the targets, image choice, CLI."""
+"""Init fitting (docs/method.md §4): PSNR rises, the fit correlates with the targets, image choice, CLI."""
 
 import json
 

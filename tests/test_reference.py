@@ -11,7 +11,7 @@ from gsdd_cli.render.reference import ALPHA_MIN, TILE, rasterize_reference
 
 
 def naive_render(xy, chol, rgb, opacity, num_images, height, width, antialias=True):
-    """Loops over images, pixels, sub-samples and Gaussians, straight from SPEC §2 (slow, obvious)."""
+    """Loops over images, pixels, sub-samples and Gaussians, straight from docs/method.md §2 (slow, obvious)."""
     n = xy.shape[0] // num_images
     offs = [0.25, 0.75] if antialias else [0.5]
     s = 1 / 12 if antialias else 0.0
@@ -82,7 +82,7 @@ def test_single_isotropic_gaussian_centre_and_one_sigma():
     assert img[0, 0, 16, 16].item() == pytest.approx(1.0, abs=1e-12)
     assert img[0, 0, 16, 18].item() == pytest.approx(math.exp(-0.5), abs=1e-12)  # 1σ = 2 px right
     assert img[0, 1, 18, 16].item() == pytest.approx(0.5 * math.exp(-0.5), abs=1e-12)  # 1σ down, green
-    # With anti-aliasing: Σ' = (4 + 1/12)·I and the mean over the 2×2 sub-samples (SPEC App. A.2).
+    # With anti-aliasing: Σ' = (4 + 1/12)·I and the mean over the 2×2 sub-samples (docs/method.md Appendix A.2).
     img = rasterize_reference(xy, chol, rgb, op, 1, 32, 32, antialias=True)
     var = 4 + 1 / 12
     for (i, j) in [(16, 16), (16, 18)]:

@@ -41,7 +41,7 @@ def init(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit GPC Gaussian images per class to real training images (SPEC §4) and save them.
+    """Fit GPC Gaussian images per class to real training images (docs/method.md §4) and save them.
 
     All images are fitted jointly (MSE, Adam per attribute group, StepLR on positions).
 

@@ -16,7 +16,7 @@ from gsdd_cli.devices import resolve_device
 from gsdd_cli.errors import ConfigError
 from gsdd_cli.gsdfile import load_gsd
 from gsdd_cli.render import resolve_backend
-from gsdd_cli.imageio import make_grid, png_bytes, safe_name, save_png
+from gsdd_cli.imageio import label_rows, make_grid, png_bytes, safe_name, save_image, save_png
 from gsdd_cli.outputs import StagedDir, check_output_dir, check_output_file, same_path
 
 
@@ -50,6 +50,7 @@ def render(
     classes: Optional[str] = typer.Option(None, "--classes", help="Classes to render, e.g. 0,3,5-7 (default all)."),
     images: Optional[str] = typer.Option(None, "--images", help="Images within each class, e.g. 0-9 (default all)."),
     grid_cols: int = typer.Option(10, "--grid-cols", help="Images per class shown in the grid."),
+    grid_labels: bool = typer.Option(True, "--grid-labels/--no-grid-labels", help="Write the class names left of the grid's rows."),
     batch: int = typer.Option(256, "--batch", help="Images rendered per call."),
     device: DeviceOpt = "auto",
     backend: BackendOpt = "auto",
@@ -105,7 +106,12 @@ def render(
                         grid_rows[c].append(img)
                 progress.update(task, advance=len(idx))
         if grid is not None:  # inside the staging block: a failed grid write discards the PNGs too
-            save_png(make_grid([grid_rows[c] for c in cls_sel]), grid)
+            tiles = make_grid([grid_rows[c] for c in cls_sel])
+            if grid_labels:
+                row_height = next(iter(grid_rows.values()))[0].shape[1]
+                save_image(label_rows(tiles, [h.class_names[c] for c in cls_sel], row_height), grid)
+            else:
+                save_png(tiles, grid)
     what = []
     if png is not None:
         what.append(f"{written} PNG(s) in {png}")

@@ -97,7 +97,7 @@ def dataset_names() -> list[str]:
 
 
 def default_transform_kind(dataset_name: str, algorithm: str | None = None) -> str:
-    """SPEC §7: ZCA for CIFAR-10/100 with trajectory matching, mean/std normalisation otherwise."""
+    """docs/method.md §7: ZCA for CIFAR-10/100 with trajectory matching, mean/std normalisation otherwise."""
     name = str(dataset_name).lower()
     algo = (algorithm or "").lower()
     if name in ZCA_DATASETS and algo == "tm":

@@ -1,4 +1,4 @@
-"""Differentiable Siamese Augmentation (DSA, SPEC §5.5), single-op mode.
+"""Differentiable Siamese Augmentation (DSA, docs/method.md §5.5), single-op mode.
 
 Each call picks one group of the strategy string uniformly (``color`` = brightness, saturation,
 contrast in turn). ``seed = -1``: non-Siamese, parameters drawn independently per sample from the

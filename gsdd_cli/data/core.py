@@ -102,8 +102,9 @@ class Dataset:
         }
 
 
-def check_float_pixels(x: np.ndarray, where: str) -> None:
-    """Float pixels must be finite and lie in [0, 1] (a 0–255 array gets a hint). Raises DataError."""
+def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> None:
+    """Float pixels must be finite and lie in [0, 1] (a 0–255 array gets a hint); with ``unclamped``
+    (rendered images, e.g. a ``gsdd export --format npz`` file) only finite. Raises DataError."""
     from gsdd_cli.errors import DataError
 
     if x.size == 0:
@@ -113,6 +114,8 @@ def check_float_pixels(x: np.ndarray, where: str) -> None:
         bad = int(x.size - np.count_nonzero(finite))
         kinds = " and ".join(k for k, m in (("NaN", np.isnan(x).any()), ("Inf", np.isinf(x).any())) if m)
         raise DataError(f"{where} holds {bad:,} {kinds} value(s); pixels must be finite")
+    if unclamped:
+        return
     lo, hi = float(x.min()), float(x.max())
     if lo < -PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:
         if lo >= 0 and hi <= 255:

@@ -1,4 +1,4 @@
-"""ImageNet-1k subsets at 128×128 (SPEC §7): ImageNette, ImageWoof, ImageFruit, ImageYellow,
+"""ImageNet-1k subsets at 128×128 (docs/method.md §7): ImageNette, ImageWoof, ImageFruit, ImageYellow,
 ImageMeow, ImageSquawk.
 
 Each subset is a list of ImageNet-1k class ids = positions in the sorted wnid list. ImageNette and

@@ -100,6 +100,7 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (see the .npz format in docs/datasets.md)")
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
             names = [str(s) for s in z["class_names"].tolist()] if "class_names" in keys else None
+            unclamped = "unclamped" in keys and z["unclamped"].shape == () and bool(z["unclamped"])
     except DataError:
         raise
     except Exception as e:  # zipfile/ValueError/pickle refusals
@@ -114,7 +115,7 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
         if x.dtype == np.uint8:
             xs[split] = from_uint8_nhwc(x)
         elif np.issubdtype(x.dtype, np.floating):
-            check_float_pixels(x, f"{path}: x_{split}")
+            check_float_pixels(x, f"{path}: x_{split}", unclamped=unclamped and split == "train")
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             t = t.unsqueeze(-1) if t.dim() == 3 else t
             xs[split] = t.permute(0, 3, 1, 2).contiguous()

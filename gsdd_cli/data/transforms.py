@@ -1,4 +1,4 @@
-"""Differentiable maps from pixel space [0, 1] to the space the networks see (SPEC §7).
+"""Differentiable maps from pixel space [0, 1] to the space the networks see (docs/method.md §7).
 
 ``make_transform(dataset, kind)`` with kind ∈ {"zca", "normalize", "none"} returns a
 :class:`Transform` (an ``nn.Module``) with ``forward`` (pixel → network), ``inverse`` and

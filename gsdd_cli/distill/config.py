@@ -21,7 +21,7 @@ ALGORITHMS = ("tm", "dm", "dc")
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 IMAGENET_SUBSETS = ("imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk")
 
-# SPEC §5.1 TM table: (dataset family, IPC) → (GPC, syn_steps, max_start_epoch, lr_lr, batch_syn).
+# docs/method.md §5.1 TM table: (dataset family, IPC) → (GPC, syn_steps, max_start_epoch, lr_lr, batch_syn).
 TM_TABLE: dict[tuple[str, int], tuple[int, int, int, float, int]] = {
     ("cifar10", 1): (30, 60, 30, 1e-5, 300),
     ("cifar10", 10): (160, 60, 30, 1e-5, 380),
@@ -32,10 +32,10 @@ TM_TABLE: dict[tuple[str, int], tuple[int, int, int, float, int]] = {
     ("imagenet", 1): (64, 20, 40, 1e-6, 150),
     ("imagenet", 10): (640, 20, 40, 1e-5, 160),
 }
-# SPEC §5.4 (ImageNet subsets, IPC 1): (GPC, batch_real, batch_syn, iterations).
+# docs/method.md §5.4 (ImageNet subsets, IPC 1): (GPC, batch_real, batch_syn, iterations).
 DM_TABLE = {("imagenet", 1): (200, 1024, 2000, 20_000)}
 DC_TABLE = {("imagenet", 1): (200, 720, 2000, 5_000)}
-# DC outer/inner loops by IPC (the DC paper's schedule, SPEC §5.3).
+# DC outer/inner loops by IPC (the DC paper's schedule, docs/method.md §5.3).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 ITERATIONS = {"tm": 15_000, "dm": 20_000, "dc": 5_000}
 DEFAULT_IPC = 10
@@ -81,12 +81,12 @@ class DistillConfig(BaseModel):
     points: Optional[int] = Field(None, gt=0)
     out: Optional[str] = None
     data_dir: Optional[str] = None
-    # initialization (SPEC §4); ignored when `init` names a .gsd file
+    # initialization (docs/method.md §4); ignored when `init` names a .gsd file
     init: Optional[str] = None
     init_steps: int = Field(50_000, ge=0)
     init_lr: Optional[float] = Field(None, gt=0)
     init_first: bool = False
-    # common (SPEC §5)
+    # common (docs/method.md §5)
     seed: int = 0
     iterations: int = Field(1, gt=0)
     lr: float = Field(1e-3, gt=0, description="Adam lr of every Gaussian attribute group")
@@ -100,12 +100,12 @@ class DistillConfig(BaseModel):
     quantize: bool = True
     antialias: bool = True
     train_opacity: bool = True
-    # DC (SPEC §5.3)
+    # DC (docs/method.md §5.3)
     outer_loop: Optional[int] = Field(None, gt=0)
     inner_loop: Optional[int] = Field(None, ge=0)
     lr_net: float = Field(0.01, gt=0)
     batch_train: int = Field(128, gt=0, description="DC inner-loop batch")
-    # TM (SPEC §5.1)
+    # TM (docs/method.md §5.1)
     buffers: Optional[str] = None
     syn_steps: int = Field(20, gt=0)
     expert_epochs: int = Field(2, gt=0)
@@ -187,7 +187,7 @@ def pixel_lr(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, int])
 
 def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, int],
                   param: str = "gaussian") -> dict[str, Any]:
-    """SPEC §5 defaults for (dataset, algorithm, IPC); digits gets small CPU settings.
+    """docs/method.md §5 defaults for (dataset, algorithm, IPC); digits gets small CPU settings.
 
     Settings the paper does not give (e.g. CIFAR with DM/DC, IPCs outside the tables) fall back to
     the generic values documented in docs/distill.md. GPC falls back to budget.recommended_gpc.

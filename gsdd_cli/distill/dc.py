@@ -1,10 +1,10 @@
-"""Gradient matching (DC, SPEC §5.3).
+"""Gradient matching (DC, docs/method.md §5.3).
 
 One iteration: a freshly initialised network (trainable) and SGD(lr_net) for its inner updates. For each
 of ``outer_loop`` outer steps: render all B images once; for every class c, the gradient of the CE loss
 w.r.t. the network weights on a real batch (detached) and on class c's synthetic images (with
 create_graph), both with the same Siamese DSA seed; ℒ = Σ_c [D(g_syn, g_real) + λ·L_bnd] (the boundary
-term is therefore counted K times, as in the reference code, SPEC §9.8); one Adam step; then, unless
+term is therefore counted K times, as in the reference code, docs/method.md §9.8); one Adam step; then, unless
 it was the last outer step, ``inner_loop`` epochs of training the network on the (detached, re-rendered)
 synthetic set, batch ``batch_train``, non-Siamese DSA.
 

@@ -1,4 +1,4 @@
-"""Distribution matching (DM, SPEC §5.2).
+"""Distribution matching (DM, docs/method.md §5.2).
 
 One iteration: a freshly initialised network (train mode, frozen); then for each class c in turn one
 Adam step on ℒ_c = ‖mean e(real_c) − mean e(syn_c)‖² + λ·L_bnd with Siamese DSA (one seed shared by the

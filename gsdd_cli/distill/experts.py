@@ -1,4 +1,4 @@
-"""Expert trajectories for trajectory matching (SPEC §5.1, MTT's buffer protocol).
+"""Expert trajectories for trajectory matching (docs/method.md §5.1, MTT's buffer protocol).
 
 Each expert is a freshly initialised network (the distillation network of the dataset) trained on the
 real training set in network space (ZCA for CIFAR, normalisation otherwise: the TM default transform)

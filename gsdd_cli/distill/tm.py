@@ -1,4 +1,4 @@
-"""Trajectory matching (TM / MTT, SPEC §5.1) with three ways to pay for the unroll's memory.
+"""Trajectory matching (TM / MTT, docs/method.md §5.1) with three ways to pay for the unroll's memory.
 
 One iteration:
 1. an expert uniformly at random, a start epoch t ~ U{0, …, max_start_epoch − 1}; θ_start = snapshot t,

@@ -1,4 +1,4 @@
-"""ConvNet-D (SPEC §6.1): d × [Conv3×3(128) → instance norm → ReLU → AvgPool 2], then Linear."""
+"""ConvNet-D (docs/method.md §6.1): d × [Conv3×3(128) → instance norm → ReLU → AvgPool 2], then Linear."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cross-architecture evaluation networks (SPEC §6.3): AlexNet, VGG11 (instance norm), ResNet18
+"""Cross-architecture evaluation networks (docs/method.md §6.3): AlexNet, VGG11 (instance norm), ResNet18
 (instance norm; ``resnet18bn`` with batch norm) and ViT, sized for any input from 16×16 to 128×128.
 
 Size handling (our decisions, documented in docs/evaluation.md):

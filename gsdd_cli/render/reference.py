@@ -1,6 +1,6 @@
 """Pure-PyTorch reference rasterizer: the oracle for the CUDA op and the CPU fallback.
 
-It implements SPEC.md §2 exactly, densely: every Gaussian of an image is evaluated at every
+It implements docs/method.md §2 exactly, densely: every Gaussian of an image is evaluated at every
 sub-sample of every pixel, then masked by the same cut-offs the tiled CUDA kernel applies
 (σ < 0, o·e^(−σ) < 1/255, and the 16-px tile box of §2.3). Images are processed in chunks so
 memory stays bounded; under autograd each chunk is checkpointed, so the backward pass re-computes
@@ -46,7 +46,7 @@ def project(
     width: int,
     antialias: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pixel-space centres, conics and integer tile boxes (SPEC §2.1–2.3).
+    """Pixel-space centres, conics and integer tile boxes (docs/method.md §2.1–2.3).
 
     Returns ``p`` [B*N, 2] (x, y in pixels), ``conic`` [B*N, 3] (Q11, Q12, Q22) and ``box``
     [B*N, 4] int64 (tmin_x, tmax_x, tmin_y, tmax_y), tiles [tmin, tmax) touched.
@@ -141,7 +141,7 @@ def rasterize_reference(
 ) -> torch.Tensor:  # [B, C, H, W]
     """Render ``num_images`` images of N = len(xy) / num_images Gaussians each.
 
-    Image formation (SPEC §2.4): I(pixel) = mean over sub-samples s of Σ_g min(1, o_g·e^(−σ_gs))·c_g,
+    Image formation (docs/method.md §2.4): I(pixel) = mean over sub-samples s of Σ_g min(1, o_g·e^(−σ_gs))·c_g,
     with sample terms below 1/255 or with σ < 0 skipped. ``tile_mask=False`` gives the ideal
     untruncated splat (no 3-sigma tile box), useful to bound the truncation error.
     Differentiable w.r.t. all four inputs; works in float32 or float64 on any device.

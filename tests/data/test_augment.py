@@ -1,4 +1,4 @@
-"""DSA (SPEC §5.5): each op, differentiability, Siamese determinism, global-RNG hygiene."""
+"""DSA (docs/method.md §5.5): each op, differentiability, Siamese determinism, global-RNG hygiene."""
 
 import pytest
 import torch

@@ -34,7 +34,7 @@ def test_zca_eps_shrinks_spectrum():
     flat = ds.x_train.flatten(1).double()
     cov = torch.cov(flat.T)
     s = torch.linalg.eigvalsh(cov)
-    zca = make_transform(ds, "zca")  # eps 0.1 (SPEC §7)
+    zca = make_transform(ds, "zca")  # eps 0.1 (docs/method.md §7)
     assert zca.eps == 0.1
     white = torch.cov(zca(ds.x_train).flatten(1).double().T)
     assert torch.allclose(torch.linalg.eigvalsh(white), (s / (s + 0.1)).sort().values, atol=1e-4)

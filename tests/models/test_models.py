@@ -49,7 +49,7 @@ def test_convnet_depths(depth, shape):
 
 def test_default_depth_and_features():
     assert [default_convnet_depth(s, s) for s in (8, 16, 28, 32, 64, 128, 256)] == [3, 3, 3, 3, 4, 5, 6]
-    # ConvNetD3 at 32 and ConvNetD5 at 128 both give 2 048 features (SPEC §6.1)
+    # ConvNetD3 at 32 and ConvNetD5 at 128 both give 2 048 features (docs/method.md §6.1)
     assert get_model("convnet", 3, 10, 32, 32).feature_dim == 2048
     assert get_model("convnet", 3, 10, 128, 128).feature_dim == 2048
     net = get_model("convnet", 3, 10, 32, 32)

@@ -1,0 +1,281 @@
+"""The library's front door: ``load(path)`` gives a :class:`DistilledSet`.
+
+A :class:`DistilledSet` wraps a validated ``.gsd`` file and knows how to turn it into training data:
+
+- ``render()`` decodes every image to **pixel space** ([G, C, H, W] float32, unclamped, nominally
+  [0, 1]);
+- ``transform`` is the network-space map the file records (``zca``, ``normalize`` or ``none``) as an
+  ``nn.Module``, rebuilt from the header — and from the real training set when it has to be fitted
+  (ZCA);
+- ``dataset(space="network")`` is a ``torch.utils.data.TensorDataset`` of (image, label) pairs, ready
+  for a ``DataLoader``; ``space="pixel"`` gives the raw renders instead.
+
+Only the duck-typed image interface is used (``render(idx, scale=, backend=)``, ``labels``,
+``num_images``, ``channels``, ``height``, ``width``), so any parameterization stored in a ``.gsd``
+works the same way. See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+from gsdd_cli.errors import ConfigError, DataError
+
+Space = Literal["network", "pixel"]
+SPACES = ("network", "pixel")
+
+# The dense CPU reference touches (Gaussians per image × H × W × 4 sub-samples) values per image;
+# chunks of this many keep its temporaries around a few hundred MB.
+_CPU_RENDER_BUDGET = 3e7
+_GPU_RENDER_CHUNK = 1024
+
+
+def _render_chunk_size(images: Any, device: torch.device, scale: float = 1.0) -> int:
+    if device.type == "cuda":
+        return _GPU_RENDER_CHUNK
+    points = int(getattr(images, "points", 1) or 1)  # pixel sets have no Gaussians per image
+    pixels = max(1, round(images.height * scale)) * max(1, round(images.width * scale))
+    return max(1, int(_CPU_RENDER_BUDGET // max(1, points * pixels * 4)))
+
+
+@torch.no_grad()
+def render_images(
+    images: Any,
+    *,
+    scale: float = 1.0,
+    backend: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Render every image of ``images`` (pixel space, float32) in memory-bounded chunks.
+
+    Rendering happens where ``images`` lives; ``on_progress(done, total)`` is called after each chunk.
+    """
+    device = images.labels.device
+    total = int(images.num_images)
+    chunk = _render_chunk_size(images, device, scale)
+    out = []
+    for start in range(0, total, chunk):
+        idx = torch.arange(start, min(total, start + chunk), device=device)
+        out.append(images.render(idx, scale=scale, backend=backend).float())
+        if on_progress is not None:
+            on_progress(int(idx[-1]) + 1, total)
+    return torch.cat(out)
+
+
+def check_space(space: str) -> str:
+    if space not in SPACES:
+        raise ConfigError(f"unknown space {space!r}; valid: {', '.join(SPACES)}")
+    return space
+
+
+class DistilledSet:
+    """A validated distilled set: header, images and the recorded network-space transform.
+
+    Build it with :func:`load`. ``data_dir`` / ``dataset`` say where the real dataset is found when it
+    is needed (ZCA fitting, evaluation); ``dataset`` overrides the header's dataset name.
+    """
+
+    def __init__(self, header: Any, images: Any, path: Path | None = None, *,
+                 data_dir: Path | str | None = None, dataset: str | None = None):
+        self.header = header
+        self.images = images
+        self.path = Path(path) if path is not None else None
+        self.data_dir = data_dir
+        self.dataset_name = str(dataset) if dataset is not None else header.dataset
+        self._real = None
+        self._transform = None
+
+    # --------------------------------------------------------------------------- header views
+    @property
+    def labels(self) -> torch.Tensor:
+        """[G] int64 class labels on the CPU (class-major: label = index // GPC)."""
+        return self.images.labels.detach().long().cpu()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.header.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.header.num_classes)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.num_images)
+
+    @property
+    def ipc(self) -> int:
+        """The budget in real images per class (sizes a fair random-real baseline)."""
+        return int(self.header.ipc)
+
+    @property
+    def gpc(self) -> int:
+        """Stored images per class (≥ IPC for Gaussian sets)."""
+        return int(self.header.gpc)
+
+    @property
+    def syn_lr(self) -> float | None:
+        """The learned training lr (TM), else None (the evaluation protocol then uses 0.01)."""
+        return self.header.syn_lr
+
+    @property
+    def algorithm(self) -> str:
+        return self.header.algorithm
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) at native resolution."""
+        return int(self.header.channels), int(self.header.height), int(self.header.width)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.labels.device
+
+    def __repr__(self) -> str:
+        c, h, w = self.shape
+        return (f"DistilledSet({self.path or '<memory>'}: {self.header.dataset}, {self.num_classes} classes × "
+                f"GPC {self.gpc} (IPC {self.ipc}) of {c}×{h}×{w}, {self.algorithm}, transform "
+                f"{self.header.transform})")
+
+    # ---------------------------------------------------------------------------- real dataset
+    def real_dataset(self):
+        """The real dataset the file was distilled from (loaded once; checked against the header)."""
+        if self._real is None:
+            from gsdd_cli.data import load_dataset
+
+            ds = load_dataset(self.dataset_name, self.data_dir)
+            h = self.header
+            want = (h.num_classes, h.channels, h.height, h.width)
+            got = (ds.num_classes, ds.channels, ds.height, ds.width)
+            if want != got:
+                raise DataError(
+                    f"the file was distilled for {h.dataset} with (classes, C, H, W) = {want}, but the loaded "
+                    f"dataset has {got}"
+                )
+            self._real = ds
+        return self._real
+
+    @property
+    def transform(self):
+        """The recorded pixel → network map as an ``nn.Module`` (on the CPU; move it with ``.to``).
+
+        ``normalize`` uses the mean/std stored in the header (the dataset's statistics when the header
+        has none); ``zca`` is refitted on the real training set (cached, see docs/datasets.md) and must
+        have been fitted on as many images as the header records; ``none`` is the identity.
+        """
+        if self._transform is None:
+            self._transform = self._build_transform()
+        return self._transform
+
+    def _build_transform(self):
+        from gsdd_cli.data import make_transform
+        from gsdd_cli.data.transforms import ZCA_EPS, IdentityTransform, NormalizeTransform
+
+        kind = self.header.transform
+        params = dict(self.header.transform_params or {})
+        if kind == "none":
+            return IdentityTransform()
+        if kind == "normalize":
+            mean, std = params.get("mean"), params.get("std")
+            if mean is not None and std is not None:
+                if len(mean) != self.header.channels or len(std) != self.header.channels:
+                    raise DataError(f"header transform_params mean/std have {len(mean)}/{len(std)} entries, "
+                                    f"expected {self.header.channels}")
+                return NormalizeTransform(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            return make_transform(self.real_dataset(), "normalize")
+        ds = self.real_dataset()
+        tf = make_transform(ds, "zca", eps=float(params.get("eps", ZCA_EPS)))
+        fitted = params.get("num_images")
+        if fitted is not None and int(fitted) != int(ds.x_train.shape[0]):
+            raise DataError(
+                f"the file's ZCA was fitted on {fitted} training images of {params.get('fitted_on') or self.header.dataset}, "
+                f"but the loaded {ds.name} has {ds.x_train.shape[0]}; its whitening would differ",
+                hint="point --data-dir / data_dir at the dataset the file was distilled on",
+            )
+        return tf
+
+    # ------------------------------------------------------------------------------- decoding
+    def _images_on(self, device: torch.device | str | None) -> Any:
+        if device is None:
+            return self.images
+        dev = torch.device(device)
+        if self.images.labels.device != dev:
+            if not hasattr(self.images, "to"):
+                raise ConfigError(f"these images cannot move to {dev}; load the file with device={str(dev)!r}")
+            self.images = self.images.to(dev)
+        return self.images
+
+    def render(
+        self,
+        scale: float = 1.0,
+        device: torch.device | str | None = None,
+        backend: str = "auto",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """All images in pixel space: [G, C, H·scale, W·scale] float32, unclamped, on ``device``.
+
+        ``device`` moves the images there first (they stay there); default: where they are.
+        """
+        if not scale > 0:
+            raise ConfigError(f"scale must be positive, got {scale}")
+        return render_images(self._images_on(device), scale=scale, backend=backend, on_progress=on_progress)
+
+    def to_network(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Apply :attr:`transform` to pixel-space images [B, C, H, W] (no autograd, chunked)."""
+        from gsdd_cli.data.transforms import apply_in_batches
+
+        return apply_in_batches(self.transform, pixels, pixels.device)
+
+    def tensors(
+        self,
+        space: Space = "network",
+        device: torch.device | str | None = None,
+        backend: str = "auto",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [G, C, H, W] float32 in ``space``, labels [G] int64), both on ``device``."""
+        check_space(space)
+        pixels = self.render(device=device, backend=backend, on_progress=on_progress)
+        x = self.to_network(pixels) if space == "network" else pixels
+        return x, self.labels.to(x.device)
+
+    def dataset(
+        self,
+        space: Space = "network",
+        device: torch.device | str | None = None,
+        backend: str = "auto",
+    ) -> torch.utils.data.TensorDataset:
+        """A ``TensorDataset`` of (image, label): network space (what the networks train on, the
+        default) or pixel space. Rendered once; wrap it in a ``DataLoader``."""
+        x, y = self.tensors(space, device=device, backend=backend)
+        return torch.utils.data.TensorDataset(x, y)
+
+    def evaluate(self, cfg=None, backend: str = "auto", on_step=None, **options: Any):
+        """Train fresh networks on this set and test them (see :func:`gsdd_cli.evaluate.evaluate_set`)."""
+        from gsdd_cli.evaluate import EvalConfig, evaluate_set
+
+        return evaluate_set(self, cfg or EvalConfig(), backend=backend, on_step=on_step, **options)
+
+
+def load(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    data_dir: str | Path | None = None,
+    dataset: str | None = None,
+) -> DistilledSet:
+    """Read and validate a ``.gsd`` file (raises :class:`GsdFormatError` with a one-line message).
+
+    ``data_dir`` and ``dataset`` are only used when the real dataset is needed (a ZCA transform to
+    refit, a normalize header without statistics, evaluation).
+    """
+    from gsdd_cli.gsdfile import load_gsd
+
+    f = load_gsd(path, device=device)
+    return DistilledSet(f.header, f.images, f.path, data_dir=data_dir, dataset=dataset)
+
+
+__all__ = ["DistilledSet", "SPACES", "check_space", "load", "render_images"]

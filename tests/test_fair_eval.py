@@ -1,0 +1,141 @@
+"""Fair metrics in `gsdd eval`: IOR / HLR / LRS (DD-Ranking), fresh random-real subsets per run, --like."""
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+import gsdd_cli
+from gsdd_cli.cli import app
+from gsdd_cli.errors import ConfigError
+from gsdd_cli.evaluate import (
+    evaluate_baseline,
+    evaluate_gsd,
+    fair_metrics,
+    label_robust_score,
+    make_eval_config,
+    subset_seed,
+)
+
+runner = CliRunner()
+TINY = dict(arch="convnetd1", epochs=1, runs=2, device="cpu")  # epochs must be > 0
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSDD_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_label_robust_score_matches_the_definition():
+    e = math.e
+    assert label_robust_score(0.0, 0.0) == pytest.approx((1 - 1 / e) / (e - 1 / e))
+    assert label_robust_score(1.0, -1.0) == pytest.approx(1.0)  # α = 1
+    assert label_robust_score(-1.0, 1.0) == pytest.approx(0.0)  # α = −1
+    # α = λ·IOR − (1 − λ)·HLR with λ = 0.3
+    assert label_robust_score(0.2, 0.1, lam=0.3) == pytest.approx((math.exp(0.06 - 0.07) - 1 / e) / (e - 1 / e))
+
+
+def test_fair_metrics_pairs_runs():
+    m = fair_metrics([0.9, 0.7], random=[0.5, 0.6], full=[1.0, 0.9])
+    assert m["ior"]["per_run"] == pytest.approx([0.4, 0.1]) and m["ior"]["mean"] == pytest.approx(0.25)
+    assert m["hlr"]["per_run"] == pytest.approx([0.1, 0.2]) and m["hlr"]["std"] == pytest.approx(0.05)
+    assert m["lrs"]["per_run"] == pytest.approx([label_robust_score(0.4, 0.1), label_robust_score(0.1, 0.2)])
+    given = fair_metrics([0.9, 0.7], full=0.95)
+    assert given["hlr"]["per_run"] == pytest.approx([0.05, 0.25]) and "lrs" not in given and "ior" not in given
+    with pytest.raises(ConfigError, match="pairs runs"):
+        fair_metrics([0.9, 0.7], random=[0.5])
+    with pytest.raises(ConfigError, match="weight"):
+        fair_metrics([0.9], random=[0.5], lrs_lambda=2)
+
+
+def test_random_real_draws_a_fresh_subset_per_run():
+    cfg = make_eval_config(**TINY, seed=4)
+    a = evaluate_baseline("digits", "random-real", 2, cfg)
+    b = evaluate_baseline("digits", "random-real", 2, cfg)
+    idx = a.extra["random_indices"]
+    assert len(idx) == 2 and len(idx[0]) == 20 and idx[0] != idx[1]
+    assert a.extra["subset_seeds"] == [subset_seed(4, 0), subset_seed(4, 1)]
+    assert idx == b.extra["random_indices"] and a.final_accuracy == b.final_accuracy  # reproducible
+    other = evaluate_baseline("digits", "random-real", 2, make_eval_config(**TINY, seed=5))
+    assert other.extra["random_indices"][0] != idx[0]
+    labels = gsdd_cli.load_dataset("digits").y_train
+    assert [int(labels[i]) for i in idx[0]] == [c for c in range(10) for _ in range(2)]  # class-major
+
+
+def test_baseline_like_a_file(tmp_path, make_digits_gsd):
+    path = make_digits_gsd(tmp_path / "z.gsd", transform="zca")
+    res = evaluate_baseline(None, "random-real", cfg=make_eval_config(**TINY), like=path)
+    assert res.transform == "zca" and res.extra["ipc"] == 1 and res.num_train_images == 10
+    assert res.extra["like"] == str(path)
+    with pytest.raises(ConfigError, match="IPC and transform"):
+        evaluate_baseline(None, "random-real", ipc=2, cfg=make_eval_config(**TINY), like=path)
+
+
+def test_vs_random_and_full(tmp_path, make_digits_gsd):
+    path = make_digits_gsd(tmp_path / "d.gsd", syn_lr=0.02, algorithm="tm")
+    phases = set()
+    res = evaluate_gsd(path, make_eval_config(**TINY), backend="reference", vs_random=True, full_accuracy=0.97,
+                       on_step=lambda st: phases.add(st.phase))
+    rnd = res.baselines["random-real"]
+    assert phases == {"distilled", "random-real"}
+    # the same protocol: lr and batch size as resolved for the file (learned lr, TM batch 256)
+    assert (rnd.lr, rnd.batch_size, rnd.runs, rnd.transform) == (0.02, 256, 2, "normalize")
+    assert rnd.num_train_images == 10 and len(rnd.extra["random_indices"]) == 2
+    m = res.metrics
+    assert m["ior"]["per_run"] == pytest.approx([d - r for d, r in zip(res.final_accuracy, rnd.final_accuracy)])
+    assert m["hlr"]["per_run"] == pytest.approx([0.97 - d for d in res.final_accuracy])
+    assert m["full_accuracy_source"] == "given" and "lrs" in m
+    json.dumps(res.model_dump())
+    trained = evaluate_gsd(path, make_eval_config(**TINY), backend="reference", full=True)
+    assert trained.baselines["full"].num_train_images == 1437 and "ior" not in trained.metrics
+    assert trained.metrics["full_accuracy_source"] == "trained"
+    with pytest.raises(ConfigError, match="not both"):
+        evaluate_gsd(path, make_eval_config(**TINY), full=True, full_accuracy=0.9)
+    with pytest.raises(ConfigError, match="fraction"):
+        evaluate_gsd(path, make_eval_config(**TINY), full_accuracy=97.0)
+
+
+def _cli(*args):
+    return runner.invoke(app, ["eval", *[str(a) for a in args]])
+
+
+def test_cli_vs_random_table_and_json(tmp_path, make_digits_gsd):
+    path = make_digits_gsd(tmp_path / "d.gsd")
+    flags = ["--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", "cpu", "-q"]
+    table = _cli(path, "--vs-random", "--full-acc", "97.5", *flags)
+    assert table.exit_code == 0, table.output
+    assert "IOR" in table.stdout and "HLR" in table.stdout and "LRS" in table.stdout
+    data = json.loads(_cli(path, "--vs-random", "--json", *flags).stdout)
+    assert set(data["metrics"]) == {"ior"} and data["baselines"]["random-real"]["num_train_images"] == 10
+    only_ior = _cli(path, "--vs-random", *flags)
+    assert "LRS needs both" in only_ior.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--full-acc", "0.9"], "percentage"),
+        (["--full-acc", "120"], "percentage"),
+        (["--full", "--full-acc", "90"], "not both"),
+        (["--like", "{gsd}"], "--like only applies"),
+    ],
+)
+def test_cli_flag_rules_for_files(tmp_path, make_digits_gsd, args, needle):
+    path = make_digits_gsd(tmp_path / "d.gsd")
+    res = _cli(path, *[a.format(gsd=path) for a in args])
+    assert res.exit_code == 3 and res.stderr.startswith("error:") and needle in res.stderr, res.output
+
+
+def test_cli_flag_rules_for_baselines(tmp_path, make_digits_gsd):
+    path = make_digits_gsd(tmp_path / "d.gsd")
+    for args, needle in (
+        (["--baseline", "random-real", "--like", path, "--ipc", "2"], "--like takes"),
+        (["--baseline", "random-real", "--dataset", "digits", "--ipc", "1", "--vs-random"], "do not apply"),
+        (["--baseline", "random-real"], "--like"),
+    ):
+        res = _cli(*args)
+        assert res.exit_code == 3 and needle in res.stderr, res.output
+    ok = _cli("--baseline", "random-real", "--like", path, "--arch", "convnetd1", "--epochs", "1", "--runs", "1",
+              "--device", "cpu", "-q")
+    assert ok.exit_code == 0 and "ipc 1" in ok.stdout and "like" in ok.stdout, ok.output
