@@ -6,6 +6,7 @@
 #       determinism, CPU vs CUDA), compute-sanitizer memcheck/racecheck/initcheck on a small case,
 #       and the benchmark JSON ($OUT/bench.json)
 #   OUT=<dir> bash scripts/gpu_checks.sh distill   # short DM/TM runs on the CIFAR-10 pack + evals
+#   OUT=<dir> bash scripts/gpu_checks.sh bench     # bench/equal_bytes.py (DM, IPC 10) and bench/tm_memory.py
 #   CPU_SMOKE=1 OUT=<dir> bash scripts/gpu_checks.sh quick   # the CPU-runnable part, on CPU (no GPU steps)
 #
 # Run from anywhere (it cds to the repo root). Needs the project's Python dependencies (pydantic,
@@ -83,7 +84,16 @@ print(f'built/loaded in {time.time() - t:.1f}s; torch {torch.__version__}, cuda 
     run eval_rr10 1800 $G eval --baseline random-real --dataset "$DS" --ipc 10 --runs 3 --epochs "$EP" $D --json
     run eval_full 1800 $G eval --baseline full --dataset "$DS" --runs 1 --epochs $(( EP < 50 ? EP : 50 )) $D --json
     ;;
+  bench)
+    # Equal bytes (Gaussian vs pixel vs random real, DM, IPC 10) and the TM memory curve at the
+    # paper's CIFAR-10 IPC-1 setting (300 images per step), on the CIFAR-10 pack: JSON in $OUT.
+    DD="--data-dir ${GSDD_DATA_DIR:?set GSDD_DATA_DIR to the folder holding the data}"
+    run equal_bytes 1800 "$PY" bench/equal_bytes.py --dataset "${DATASET:-cifar10}" $DD --ipc 10 --algos dm \
+        --device "${DEVICE:-cuda}" --out "$OUT/equal_bytes.json"
+    run tm_memory 1200 "$PY" bench/tm_memory.py --dataset "${DATASET:-cifar10}" $DD --ipc 1 --batch-syn 300 \
+        --device "${DEVICE:-cuda}" --out "$OUT/tm_memory.json"
+    ;;
   *)
-    echo "usage: $0 quick|kernels|distill" >&2; exit 2 ;;
+    echo "usage: $0 quick|kernels|distill|bench" >&2; exit 2 ;;
 esac
 exit $status
