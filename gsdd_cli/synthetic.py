@@ -55,6 +55,14 @@ class SyntheticImages(nn.Module):
         """The (subset of) images in network space: ``transform(render(images))``, differentiable."""
         return transform(self.render(images, backend=backend))
 
+    @torch.no_grad()
+    def first_nonfinite(self) -> str | None:
+        """Name of the first trainable tensor that holds a NaN or Inf (a diverged fit or run), else None."""
+        for name, p in self.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return name
+        return None
+
     # ----------------------------------------------------------------------------- optimization
     def param_groups(self, lr: Any) -> list[dict]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.table import Table
 
@@ -52,7 +51,6 @@ def init(
     from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
     from gsdd_cli.devices import resolve_device
     from gsdd_cli.fit import FitConfig, init_from_dataset
-    from gsdd_cli.gaussians import ATTRIBUTES
     from gsdd_cli.gsdfile import make_header, save_gsd
     from gsdd_cli.outputs import check_output_file
     from gsdd_cli.render import resolve_backend
@@ -79,7 +77,7 @@ def init(
 
         r = init_from_dataset(ds, ipc, gpc=gpc, points=points, cfg=cfg, seed=seed, first=first,
                               device=dev, on_step=on_step, algorithm=algo)
-    if not all(bool(torch.isfinite(getattr(r.images, a)).all()) for a in ATTRIBUTES):
+    if r.images.first_nonfinite() is not None:
         raise DivergenceError(f"the fit diverged (NaN or Inf parameters) with lr {r.config['init']['lr']:g}; "
                               f"nothing was written", hint="run again with a lower --lr")
     kind = default_transform_kind(ds.name, algo)

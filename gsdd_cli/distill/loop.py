@@ -616,10 +616,9 @@ def _nonfinite(loss: float, images: SyntheticImages, method) -> str | None:
     """Why the state after a step is unusable (a NaN/Inf loss, parameter or learned lr), else None."""
     if not math.isfinite(loss):
         return f"the loss became {loss}"
-    with torch.no_grad():
-        for name, p in images.named_parameters():
-            if not bool(torch.isfinite(p).all()):
-                return f"the {images.parameterization} parameter {name!r} became NaN or Inf"
+    bad = images.first_nonfinite()
+    if bad is not None:
+        return f"the {images.parameterization} parameter {bad!r} became NaN or Inf"
     syn_lr = method.header_fields().get("syn_lr")
     if isinstance(syn_lr, float) and not math.isfinite(syn_lr):
         return f"the learned lr α became {syn_lr}"

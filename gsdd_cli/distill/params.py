@@ -78,7 +78,7 @@ def _fitted_gaussians(cfg: DistillConfig, ds, device, on_init_step) -> tuple[Gau
                         quantize=cfg.quantize, antialias=cfg.antialias)
     r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
                           first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
-    if not all(bool(torch.isfinite(t).all()) for t in r.images.state_tensors().values()):
+    if r.images.first_nonfinite() is not None:
         raise DivergenceError(f"the initialization fit diverged (NaN or Inf parameters) with lr "
                               f"{r.config['init']['lr']:g}", hint="run again with a lower --init-lr")
     info = dict(r.config["init"])
@@ -122,8 +122,8 @@ def make_optimizer(images: SyntheticImages, cfg: DistillConfig) -> torch.optim.O
     if cfg.param == "pixel":
         if cfg.lr_img is None:
             raise ConfigError("a pixel set needs --lr-img (build the config with build_config for the default)")
-        return torch.optim.SGD(images.param_groups(cfg.lr_img), lr=cfg.lr_img, momentum=PIXEL_MOMENTUM)
-    return torch.optim.Adam(images.param_groups(cfg.lr))
+        return torch.optim.SGD(optimizer_groups(images, cfg), lr=cfg.lr_img, momentum=PIXEL_MOMENTUM)
+    return torch.optim.Adam(optimizer_groups(images, cfg))
 
 
 def fresh_context(cfg: DistillConfig, on_init_step: Callable[[Any], None] | None = None):

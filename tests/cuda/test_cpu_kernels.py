@@ -25,7 +25,12 @@ if not gsdd_cuda.is_available("cpu"):
 
 from gsdd_cli.render import NativeUnavailableError, rasterize  # noqa: E402
 from gsdd_cli.render.reference import ALPHA_MIN, TILE, project, rasterize_reference  # noqa: E402
-from gsdd_cuda.testing import sample_inputs  # noqa: E402
+from gsdd_cuda.testing import (  # noqa: E402
+    assert_bitwise_equal,
+    backward_in_deterministic_mode,
+    forward_backward,
+    sample_inputs,
+)
 
 F64 = torch.float64
 F32 = torch.float32
@@ -284,26 +289,15 @@ def test_backward_is_bitwise_deterministic_across_runs_and_thread_counts():
     try:
         for t in (threads, threads, 1):
             torch.set_num_threads(t)
-            params = [x.clone().requires_grad_(True) for x in inputs]
-            out = gsdd_cuda.rasterize(*params, b, h, w)
-            runs.append([out.detach()] + list(torch.autograd.grad(out, params, v)))
+            runs.append(forward_backward(inputs, v, b, h, w))
     finally:
         torch.set_num_threads(threads)
-    for other in runs[1:]:
-        for a, z in zip(runs[0], other):
-            assert a.numpy().tobytes() == z.numpy().tobytes()
+    assert_bitwise_equal(runs)
 
 
 def test_deterministic_algorithms_mode_accepts_the_op():
     """No atomics anywhere: torch.use_deterministic_algorithms(True) does not object."""
-    inputs = [t.requires_grad_(True) for t in sample_inputs("cpu", 2, 5, 3, 16, 16, seed=4)]
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        out = gsdd_cuda.rasterize(*inputs, 2, 16, 16)
-        torch.autograd.grad(out.sum(), inputs)
-    finally:
-        torch.use_deterministic_algorithms(old)
+    backward_in_deterministic_mode(sample_inputs("cpu", 2, 5, 3, 16, 16, seed=4), 2, 16, 16)
 
 
 # ------------------------------------------------------------------------------ integration ---

@@ -26,7 +26,12 @@ if not gsdd_cuda.is_available("cuda"):
     pytest.skip(_why, allow_module_level=True)
 
 from gsdd_cli.render.reference import project, rasterize_reference  # noqa: E402
-from gsdd_cuda.testing import sample_inputs  # noqa: E402
+from gsdd_cuda.testing import (  # noqa: E402
+    assert_bitwise_equal,
+    backward_in_deterministic_mode,
+    forward_backward,
+    sample_inputs,
+)
 
 pytestmark = pytest.mark.cuda
 DEV = "cuda"
@@ -173,25 +178,11 @@ def test_backward_is_bitwise_deterministic():
     b, n, c, h, w = 64, 300, 3, 64, 64
     inputs = sample_inputs(DEV, b, n, c, h, w, kind="mixed", seed=21)
     v = torch.randn(b, c, h, w, device=DEV, generator=torch.Generator(DEV).manual_seed(2))
-    runs = []
-    for _ in range(3):
-        params = [t.clone().requires_grad_(True) for t in inputs]
-        out = gsdd_cuda.rasterize(*params, b, h, w)
-        runs.append([out.detach()] + list(torch.autograd.grad(out, params, v)))
-    for other in runs[1:]:
-        for a, z in zip(runs[0], other):
-            assert a.cpu().numpy().tobytes() == z.cpu().numpy().tobytes()
+    assert_bitwise_equal([forward_backward(inputs, v, b, h, w) for _ in range(3)])
 
 
 def test_deterministic_algorithms_mode_accepts_the_op():
-    inputs = [t.requires_grad_(True) for t in sample_inputs(DEV, 4, 20, 3, 32, 32, seed=4)]
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        out = gsdd_cuda.rasterize(*inputs, 4, 32, 32)
-        torch.autograd.grad(out.sum(), inputs)
-    finally:
-        torch.use_deterministic_algorithms(old)
+    backward_in_deterministic_mode(sample_inputs(DEV, 4, 20, 3, 32, 32, seed=4), 4, 32, 32)
 
 
 def test_large_batch_2e7_gaussians():
