@@ -68,11 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
 
-    from gsdd_cli.budget import budget_bytes_per_class
+    from gsdd_cli.sets.budget import budget_bytes_per_class
     from gsdd_cli.data import dataset_info
     from gsdd_cli.distill import build_config, distill
     from gsdd_cli.evaluate import evaluate_baseline, evaluate_gsd, make_eval_config
-    from gsdd_cli.gsdfile import read_header
+    from gsdd_cli.sets.gsdfile import read_header
 
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="equal-bytes-")

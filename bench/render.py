@@ -7,7 +7,7 @@ and ImageNet-subset IPC10 budgets) on one device (cpu or cuda):
 1. **check**: the native op's forward and all four gradients are compared with the reference on
    the same inputs (all images, or the first ``--check-images`` for large settings) with the test
    suite's float32 tolerances; a mismatch fails the run (exit code 1) before anything is timed;
-2. **native** (gsdd_cuda.rasterize on the device's kernels) and **reference** (gsdd_cli.render.
+2. **native** (gsdd_cuda.rasterize on the device's kernels) and **reference** (gsdd_cuda.
    reference, dense and chunked): forward (no autograd) and forward+backward (one forward with
    autograd, then one backward; nothing is run twice) — median of ``--reps`` after ``--warmup``
    (CUDA events on a GPU, perf_counter on CPU). When the full reference would exceed
@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import gsdd_cuda  # noqa: E402
-from gsdd_cli.render.reference import rasterize_reference  # noqa: E402
+from gsdd_cuda.reference import rasterize_reference  # noqa: E402
 from gsdd_cuda.testing import sample_inputs  # noqa: E402
 
 # name: (B images, N Gaussians per image, H, W, C, what)

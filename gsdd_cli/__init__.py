@@ -17,7 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from gsdd_cli.errors import (  # noqa: E402
+from gsdd_cli.core.errors import (  # noqa: E402
     BudgetError,
     ConfigError,
     CudaUnavailableError,
@@ -31,13 +31,13 @@ from gsdd_cli.errors import (  # noqa: E402
 _LAZY = {
     "load": "gsdd_cli.api",
     "DistilledSet": "gsdd_cli.api",
-    "GaussianImages": "gsdd_cli.gaussians",
-    "rasterize": "gsdd_cli.render",
-    "Plan": "gsdd_cli.budget",
-    "make_plan": "gsdd_cli.budget",
-    "recommended_gpc": "gsdd_cli.budget",
-    "points_per_image": "gsdd_cli.budget",
-    "max_gpc": "gsdd_cli.budget",
+    "GaussianImages": "gsdd_cli.sets.gaussians",
+    "rasterize": "gsdd_cuda",
+    "Plan": "gsdd_cli.sets.budget",
+    "make_plan": "gsdd_cli.sets.budget",
+    "recommended_gpc": "gsdd_cli.sets.budget",
+    "points_per_image": "gsdd_cli.sets.budget",
+    "max_gpc": "gsdd_cli.sets.budget",
     "EvalConfig": "gsdd_cli.evaluate",
     "EvalResult": "gsdd_cli.evaluate",
     "make_eval_config": "gsdd_cli.evaluate",

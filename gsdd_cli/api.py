@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from gsdd_cli.errors import ConfigError, DataError
+from gsdd_cli.core.errors import ConfigError, DataError
 
 Space = Literal["network", "pixel"]
 SPACES = ("network", "pixel")
@@ -272,7 +272,7 @@ def load(
     ``data_dir`` and ``dataset`` are only used when the real dataset is needed (a ZCA transform to
     refit, a normalize header without statistics, evaluation).
     """
-    from gsdd_cli.gsdfile import load_gsd
+    from gsdd_cli.sets.gsdfile import load_gsd
 
     f = load_gsd(path, device=device)
     return DistilledSet(f.header, f.images, f.path, data_dir=data_dir, dataset=dataset)

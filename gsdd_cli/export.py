@@ -30,8 +30,8 @@ import torch
 
 from gsdd_cli import __version__
 from gsdd_cli.api import DistilledSet, check_space, load
-from gsdd_cli.errors import ConfigError
-from gsdd_cli.gsdfile import atomic_write
+from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.sets.gsdfile import atomic_write
 
 FORMATS = ("pt", "npz", "imagefolder", "ddranking")
 SPACES_BY_FORMAT = {
@@ -167,7 +167,7 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
 def class_folder_names(class_names: list[str]) -> list[str]:
     """Folder names that sort in label order: the class names when they already do (and are
     distinct after sanitizing), else ``<label:03d>_<name>``."""
-    from gsdd_cli.imageio import safe_name
+    from gsdd_cli.sets.imageio import safe_name
 
     names = [safe_name(n) for n in class_names]
     if len(set(names)) == len(names) and names == sorted(names):

@@ -84,7 +84,7 @@ def rasterize(
     """Render ``num_images`` images of N = len(xy) / num_images Gaussians each with the native
     kernels of the tensors' device (CPU or CUDA).
 
-    Same image formation as :func:`gsdd_cli.render.reference.rasterize_reference`, differentiable
+    Same image formation as :func:`gsdd_cuda.reference.rasterize_reference`, differentiable
     w.r.t. all four tensors. Inputs are cast to the kernel dtype (:func:`kernel_dtype` of ``xy``);
     gradients flow back through the cast. On CUDA the op runs on the current stream.
     """
@@ -105,7 +105,7 @@ def rasterize(
 
 def project(xy: torch.Tensor, chol: torch.Tensor, height: int, width: int, antialias: bool = True):
     """The kernels' projection (pixel centres, conics, int32 tile boxes) for tests and diagnostics;
-    see ``gsdd_cli.render.reference.project`` for the reference it reproduces."""
+    see ``gsdd_cuda.reference.project`` for the reference it reproduces."""
     if not torch.compiler.is_compiling():
         _backend.require(xy.device.type)
     dtype = kernel_dtype(xy)

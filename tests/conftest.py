@@ -18,8 +18,8 @@ def make_digits_gsd():
     """Factory: save a random digits .gsd (10 classes × GPC, 12 Gaussians, 1×16×16, IPC 1) and return
     its path; the header records the transform (and its parameters unless ``params=False``)."""
     from gsdd_cli.data import load_dataset, make_transform
-    from gsdd_cli.gaussians import GaussianImages
-    from gsdd_cli.gsdfile import make_header, save_gsd
+    from gsdd_cli.sets.gaussians import GaussianImages
+    from gsdd_cli.sets.gsdfile import make_header, save_gsd
 
     def make(path, *, transform="normalize", params=True, gpc=3, syn_lr=None, algorithm="dm"):
         ds = load_dataset("digits")

@@ -8,9 +8,9 @@ import torch
 
 import gsdd_cli
 from gsdd_cli.data import load_dataset
-from gsdd_cli.errors import ConfigError, DataError, GsdFormatError
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import load_gsd, make_header, save_gsd
+from gsdd_cli.core.errors import ConfigError, DataError, GsdFormatError
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import load_gsd, make_header, save_gsd
 
 
 @pytest.fixture(autouse=True)

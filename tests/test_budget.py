@@ -1,7 +1,7 @@
 import pytest
 
-from gsdd_cli import budget as B
-from gsdd_cli.errors import BudgetError
+from gsdd_cli.sets import budget as B
+from gsdd_cli.core.errors import BudgetError
 
 # Every (dataset, res, IPC, GPC, points) row of the paper (docs/method.md §3.2).
 PAPER_ROWS = [

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
 from gsdd_cli.data import load_dataset
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
 
 runner = CliRunner()
 

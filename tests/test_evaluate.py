@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gsdd_cli.data import load_dataset, make_transform
-from gsdd_cli.errors import ConfigError, DataError, UnknownNameError
+from gsdd_cli.core.errors import ConfigError, DataError, UnknownNameError
 from gsdd_cli.evaluate import (
     EvalConfig,
     EvalResult,
@@ -19,8 +19,8 @@ from gsdd_cli.evaluate import (
     select_random_real,
     train_and_evaluate,
 )
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
 
 # Threshold for "beats chance by a wide margin" on digits (10 classes, chance 10 %):
 # ConvNetD3 on 10 real images per class for 10 epochs reaches ~85 %; require ≥ 50 %.

@@ -13,7 +13,7 @@ import gsdd_cli
 from gsdd_cli.cli import app
 from gsdd_cli.data import load_dataset
 from gsdd_cli.data.sources import load_image_folder, load_npz
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.export import class_folder_names, export_set, to_uint8_nhwc
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import gsdd_cli
 from gsdd_cli.cli import app
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.evaluate import (
     evaluate_baseline,
     evaluate_gsd,

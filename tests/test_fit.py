@@ -8,7 +8,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
-from gsdd_cli.fit import FitConfig, default_init_lr, fit_gaussians, psnr_per_image, select_init_indices
+from gsdd_cli.sets.fit import FitConfig, default_init_lr, fit_gaussians, psnr_per_image, select_init_indices
 
 
 def _targets(g=6):
@@ -55,7 +55,7 @@ def test_select_init_indices():
     assert torch.equal(r1, r2)
     assert labels[r1].tolist() == [0, 0, 1, 1, 2, 2]  # class-major
     assert len(set(r1.tolist())) == 6  # without replacement
-    from gsdd_cli.errors import DataError
+    from gsdd_cli.core.errors import DataError
 
     with pytest.raises(DataError):
         select_init_indices(labels, 3, 4)

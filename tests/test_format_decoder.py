@@ -15,8 +15,8 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
 
 F = np.float32
 
@@ -104,7 +104,7 @@ def test_doc_decoder_matches_render(gsd_file, tmp_path, scale):
     diff = np.abs(to_levels(mine).astype(int) - theirs.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
     # float agreement with the library's render (same steps, different exp/summation order)
-    from gsdd_cli.gsdfile import load_gsd
+    from gsdd_cli.sets.gsdfile import load_gsd
 
     lib = load_gsd(gsd_file).images.render(scale=scale, backend="reference").detach().numpy()
     print("max float diff", np.abs(lib - mine).max(), "levels differing", (diff > 0).sum(), "of", diff.size)

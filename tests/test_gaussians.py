@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from gsdd_cli.gaussians import CHOLESKY_OFFSET, GaussianImages, bf16_straight_through
-from gsdd_cli.render.reference import rasterize_reference
+from gsdd_cli.sets.gaussians import CHOLESKY_OFFSET, GaussianImages, bf16_straight_through
+from gsdd_cuda.reference import rasterize_reference
 
 
 def small_set(quantize=True, **kw):

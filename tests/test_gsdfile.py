@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gsdd_cli.errors import GsdFormatError
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import load_gsd, make_header, read_header, save_gsd
+from gsdd_cli.core.errors import GsdFormatError
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import load_gsd, make_header, read_header, save_gsd
 
 NAMES = ["zero", "one", "two"]
 
@@ -71,8 +71,8 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     header = make_header(imgs, dataset="toy", class_names=NAMES, ipc=1)
     import errno
 
-    import gsdd_cli.outputs as outputs
-    from gsdd_cli.errors import FileSystemError
+    import gsdd_cli.core.outputs as outputs
+    from gsdd_cli.core.errors import FileSystemError
 
     def boom(tmp, data):
         Path(tmp).write_bytes(b"partial")

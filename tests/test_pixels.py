@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
 from gsdd_cli.data.transforms import NormalizeTransform
-from gsdd_cli.errors import GsdFormatError
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import load_gsd, make_header, read_header, save_gsd
-from gsdd_cli.pixels import PixelImages
+from gsdd_cli.core.errors import GsdFormatError
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import load_gsd, make_header, read_header, save_gsd
+from gsdd_cli.sets.pixels import PixelImages
 
 NAMES = [str(i) for i in range(10)]
 

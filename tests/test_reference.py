@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from gsdd_cli.render import rasterize
-from gsdd_cli.render.reference import ALPHA_MIN, TILE, rasterize_reference
+from gsdd_cuda import rasterize
+from gsdd_cuda.reference import ALPHA_MIN, TILE, rasterize_reference
 
 
 def naive_render(xy, chol, rgb, opacity, num_images, height, width, antialias=True):
@@ -204,7 +204,7 @@ def test_entry_point_backend_selection(gen, monkeypatch):
     a = rasterize(xy, chol, rgb, opacity, 2, 16, 16, backend="reference")
     b = rasterize_reference(xy, chol, rgb, opacity, 2, 16, 16)
     assert torch.equal(a, b)
-    from gsdd_cli.errors import ConfigError, CudaUnavailableError
+    from gsdd_cli.core.errors import ConfigError, CudaUnavailableError
 
     with pytest.raises(CudaUnavailableError):
         rasterize(xy, chol, rgb, opacity, 2, 16, 16, backend="cuda")

@@ -6,9 +6,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import make_header, save_gsd
-from gsdd_cli.imageio import label_rows, make_grid, to_uint8
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.imageio import label_rows, make_grid, to_uint8
 
 runner = CliRunner()
 

@@ -23,7 +23,7 @@ from gsdd_cli.data.sources import (
     load_npz,
     npz_info,
 )
-from gsdd_cli.errors import DataError
+from gsdd_cli.core.errors import DataError
 
 ZCA_DATASETS = ("cifar10", "cifar100")
 

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 

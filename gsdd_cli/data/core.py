@@ -105,7 +105,7 @@ class Dataset:
 def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> None:
     """Float pixels must be finite and lie in [0, 1] (a 0–255 array gets a hint); with ``unclamped``
     (rendered images, e.g. a ``gsdd export --format npz`` file) only finite. Raises DataError."""
-    from gsdd_cli.errors import DataError
+    from gsdd_cli.core.errors import DataError
 
     if x.size == 0:
         return
@@ -127,7 +127,7 @@ def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> No
 
 def check_dataset(ds: "Dataset", where: str) -> "Dataset":
     """A usable dataset: at least 2 classes and at least one train and one test image per class."""
-    from gsdd_cli.errors import DataError
+    from gsdd_cli.core.errors import DataError
 
     k = ds.num_classes
     if k < 2:

@@ -25,8 +25,8 @@ from gsdd_cli.data.imagenet import (
     subset_class_names,
     subset_wnids,
 )
-from gsdd_cli.errors import DataError
-from gsdd_cli.registry import Registry
+from gsdd_cli.core.errors import DataError
+from gsdd_cli.core.registry import Registry
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 TRANSFORM_KINDS = ("zca", "normalize", "none")
 ZCA_EPS = 0.1
@@ -165,8 +165,8 @@ def fit_zca(dataset, eps: float = ZCA_EPS, cache: bool = True, device=None) -> Z
                 device = "cuda"
             zca = ZCATransform.fit(dataset.x_train, eps=eps, device=device, fitted_on=dataset.name)
             if path is not None:
-                from gsdd_cli.errors import FileSystemError
-                from gsdd_cli.outputs import atomic_write_bytes
+                from gsdd_cli.core.errors import FileSystemError
+                from gsdd_cli.core.outputs import atomic_write_bytes
 
                 buf = io.BytesIO()
                 torch.save(zca.state(), buf)

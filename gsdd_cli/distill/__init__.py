@@ -1,6 +1,6 @@
 """Distillation of a dataset into Gaussian (or, with ``param="pixel"``, plain pixel) images: trajectory
 (TM), distribution (DM) and gradient (DC) matching, plus the expert trajectories TM needs. Library
-only; the CLI lives in gsdd_cli.commands.
+only; the CLI lives in gsdd_cli.cli.commands.
 
     from gsdd_cli.distill import build_config, distill
     cfg = build_config("digits", flags={"algo": "dm", "ipc": 1, "out": "digits.gsd"})

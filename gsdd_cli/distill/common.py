@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 
 def derive_seed(*parts: Any) -> int:

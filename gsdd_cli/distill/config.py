@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gsdd_cli.errors import ConfigError, first_line, first_validation_error
+from gsdd_cli.core.errors import ConfigError, first_line, first_validation_error
 
 ALGORITHMS = ("tm", "dm", "dc")
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -144,7 +144,7 @@ class DistillConfig(BaseModel):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        from gsdd_cli.render import BACKENDS
+        from gsdd_cuda import BACKENDS
 
         if v not in BACKENDS:
             raise ValueError(f"unknown renderer backend {v!r}; valid: {', '.join(BACKENDS)}")
@@ -194,7 +194,7 @@ def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, 
     A pixel set (``param="pixel"``) keeps every schedule setting and adds ``lr_img``, the published
     image lr of the pixel method; its GPC is the IPC.
     """
-    from gsdd_cli.budget import recommended_gpc
+    from gsdd_cli.sets.budget import recommended_gpc
 
     k, c, h, w = info
     fam = dataset_family(dataset, info)
@@ -237,7 +237,7 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        from gsdd_cli.outputs import fs_error
+        from gsdd_cli.core.outputs import fs_error
 
         raise fs_error(e, path, "read") from None
     try:
@@ -307,7 +307,7 @@ def build_config(
             hint=f"valid keys: {', '.join(sorted(DistillConfig.model_fields))}",
         )
     if merged.get("ipc") is None and merged.get("init"):
-        from gsdd_cli.gsdfile import read_header
+        from gsdd_cli.sets.gsdfile import read_header
 
         merged["ipc"] = read_header(merged["init"]).ipc
     if merged.get("ipc") is None:
@@ -337,7 +337,7 @@ def build_config(
     defaults = spec_defaults(str(merged["dataset"]), algo, ipc, info, param)
     if merged.get("init"):
         # an --init file fixes the budget split unless flags say otherwise (then distill() checks them)
-        from gsdd_cli.gsdfile import read_header
+        from gsdd_cli.sets.gsdfile import read_header
 
         header = read_header(merged["init"])
         if header.parameterization != param:
@@ -357,7 +357,7 @@ def build_config(
 
 def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> DistillConfig:
     """Fill gpc/points (exactly one may be given; points alone → the largest GPC that fits)."""
-    from gsdd_cli.budget import make_plan, points_per_image
+    from gsdd_cli.sets.budget import make_plan, points_per_image
 
     k, c, h, w = info
     if cfg.param == "pixel":

@@ -36,8 +36,8 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-from gsdd_cli.errors import ConfigError, DivergenceError, first_validation_error
-from gsdd_cli.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
+from gsdd_cli.core.errors import ConfigError, DivergenceError, first_validation_error
+from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 
 MANIFEST = "manifest.json"
 FORMAT = "gsdd-experts"
@@ -229,7 +229,7 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
                    shutdown: bool = True) -> ExpertsResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
     from gsdd_cli.data.transforms import apply_in_batches
-    from gsdd_cli.devices import resolve_device
+    from gsdd_cli.core.devices import resolve_device
     from gsdd_cli.evaluate import test_accuracy, train_epoch
     from gsdd_cli.models import get_model
 

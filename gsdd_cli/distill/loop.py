@@ -13,7 +13,7 @@ Files next to the output ``X.gsd``:
 Outputs are checked before any work (:func:`check_run_outputs`); the config and log files are
 created once setup has succeeded and are removed again if the run fails without leaving a
 checkpoint to resume from. A non-finite loss or parameter stops the run with
-:class:`~gsdd_cli.errors.DivergenceError` after writing the last good state as the checkpoint
+:class:`~gsdd_cli.core.errors.DivergenceError` after writing the last good state as the checkpoint
 (a fresh run that diverges in its first iteration saves the start point, so ``--resume --lr
 <lower>`` skips the init fit); ``--resume`` may lower ``lr``.
 
@@ -63,9 +63,9 @@ from gsdd_cli.distill.params import (
     prepare,
     stand_in_images,
 )
-from gsdd_cli.errors import CheckpointError, ConfigError, DivergenceError, FileSystemError, GsddError
-from gsdd_cli.gsdfile import make_header, save_gsd
-from gsdd_cli.outputs import (
+from gsdd_cli.core.errors import CheckpointError, ConfigError, DivergenceError, FileSystemError, GsddError
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
+from gsdd_cli.core.outputs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -74,7 +74,7 @@ from gsdd_cli.outputs import (
     fs_error,
     remove_quietly,
 )
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 CHECKPOINT_FORMAT = "gsdd-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: sha256 checksum of the content, last_loss
@@ -371,7 +371,7 @@ def distill(
     ``resume`` continues from ``<out>.ckpt``. ``stop_after=k`` stops after k iterations (in total)
     and leaves a checkpoint, as an interruption would (``result.interrupted`` is True). Ctrl-C saves a
     checkpoint at the end of the running iteration and raises :class:`DistillInterrupted`. A
-    non-finite loss or parameter raises :class:`~gsdd_cli.errors.DivergenceError` after saving the
+    non-finite loss or parameter raises :class:`~gsdd_cli.core.errors.DivergenceError` after saving the
     last good state as the checkpoint. Outputs are checked before any work; on a failure that leaves
     no checkpoint, the config and log files this call created are removed again.
     """
@@ -399,7 +399,7 @@ def _run(
     side: dict[str, Any],
 ) -> DistillResult:
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.devices import resolve_device
+    from gsdd_cli.core.devices import resolve_device
 
     if not cfg.out:
         raise ConfigError("no output file: give --out FILE.gsd")

@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 MEMORY_LIMIT_ENV = "GSDD_MEMORY_LIMIT"
 USABLE_FRACTION = 0.85  # plan for at most this share of what is available

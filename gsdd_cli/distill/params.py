@@ -2,7 +2,7 @@
 
 Everything in a distillation run that depends on the parameterization lives here: the initial images,
 the optimizer, and the checkpointed state. The algorithms (tm.py, dm.py, dc.py) only use the
-:class:`gsdd_cli.synthetic.SyntheticImages` interface.
+:class:`gsdd_cli.sets.synthetic.SyntheticImages` interface.
 
 - **gaussian**: GPC images of N Gaussians per class (``--init FILE.gsd`` or an init fit run in
   process), Adam with one group per attribute, lr ``--lr`` (1e-3), position clipping after each step.
@@ -19,11 +19,11 @@ from typing import Any, Callable
 import torch
 
 from gsdd_cli.distill.config import PIXEL_MOMENTUM, DistillConfig
-from gsdd_cli.errors import ConfigError, DivergenceError
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import load_gsd
-from gsdd_cli.pixels import PixelImages
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cli.core.errors import ConfigError, DivergenceError
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import load_gsd
+from gsdd_cli.sets.pixels import PixelImages
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 
 def initial_images(cfg: DistillConfig, ds, device: torch.device, transform: torch.nn.Module,
@@ -60,7 +60,7 @@ def _from_file(cfg: DistillConfig, ds, transform) -> tuple[SyntheticImages, dict
 
 
 def _real_pixels(cfg: DistillConfig, ds, transform) -> tuple[PixelImages, dict]:
-    from gsdd_cli.fit import select_init_indices
+    from gsdd_cli.sets.fit import select_init_indices
 
     indices = select_init_indices(ds.y_train, ds.num_classes, cfg.ipc, seed=cfg.seed, first=cfg.init_first)
     labels = torch.arange(ds.num_classes).repeat_interleave(cfg.ipc)
@@ -72,7 +72,7 @@ def _real_pixels(cfg: DistillConfig, ds, transform) -> tuple[PixelImages, dict]:
 
 
 def _fitted_gaussians(cfg: DistillConfig, ds, device, on_init_step) -> tuple[GaussianImages, dict]:
-    from gsdd_cli.fit import FitConfig, init_from_dataset
+    from gsdd_cli.sets.fit import FitConfig, init_from_dataset
 
     fit_cfg = FitConfig(steps=cfg.init_steps, lr=cfg.init_lr, seed=cfg.seed, backend=cfg.backend,
                         quantize=cfg.quantize, antialias=cfg.antialias)
@@ -131,7 +131,7 @@ def fresh_context(cfg: DistillConfig, on_init_step: Callable[[Any], None] | None
     transform, initial images, optimizer), without the run loop: for benchmarks and tests that drive
     an algorithm's ``step`` themselves. DM/DC data in network space is loaded as the loop does."""
     from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.devices import resolve_device
+    from gsdd_cli.core.devices import resolve_device
 
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_dir)

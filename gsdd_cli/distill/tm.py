@@ -58,7 +58,7 @@ from gsdd_cli.distill.memory import (
     linear_fit,
     saved_bytes,
 )
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.models import get_model
 
 

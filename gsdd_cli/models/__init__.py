@@ -13,8 +13,8 @@ from typing import Callable
 
 from torch import nn
 
-from gsdd_cli.errors import ConfigError
-from gsdd_cli.registry import Registry
+from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.core.registry import Registry
 
 ModelFactory = Callable[[int, int, int, int], nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 NET_WIDTH = 128
 

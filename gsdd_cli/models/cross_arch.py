@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.models import MODELS
 from gsdd_cli.models.convnet import instance_norm
 

@@ -23,8 +23,8 @@ if not gsdd_cuda.is_available("cpu"):
         pytest.fail(_why, pytrace=False)
     pytest.skip(_why, allow_module_level=True)
 
-from gsdd_cli.render import NativeUnavailableError, rasterize  # noqa: E402
-from gsdd_cli.render.reference import ALPHA_MIN, TILE, project, rasterize_reference  # noqa: E402
+from gsdd_cuda import NativeUnavailableError, rasterize  # noqa: E402
+from gsdd_cuda.reference import ALPHA_MIN, TILE, project, rasterize_reference  # noqa: E402
 from gsdd_cuda.testing import (  # noqa: E402
     assert_bitwise_equal,
     backward_in_deterministic_mode,

@@ -25,7 +25,7 @@ if not gsdd_cuda.is_available("cuda"):
         pytest.fail(_why, pytrace=False)
     pytest.skip(_why, allow_module_level=True)
 
-from gsdd_cli.render.reference import project, rasterize_reference  # noqa: E402
+from gsdd_cuda.reference import project, rasterize_reference  # noqa: E402
 from gsdd_cuda.testing import (  # noqa: E402
     assert_bitwise_equal,
     backward_in_deterministic_mode,
@@ -228,7 +228,7 @@ def test_opacity_edge_cases_and_shapes():
 
 
 def test_renderer_entry_point_uses_native():
-    from gsdd_cli.render import rasterize, resolve_backend
+    from gsdd_cuda import rasterize, resolve_backend
 
     assert resolve_backend("auto", torch.device(DEV)) == "native"
     assert resolve_backend("cuda", torch.device(DEV)) == "native"

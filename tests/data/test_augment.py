@@ -5,7 +5,7 @@ import torch
 
 from gsdd_cli.data import DSAParams, dsa
 from gsdd_cli.data.augment import OPS, parse_strategy
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 SINGLE_OPS = ["brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate"]
 

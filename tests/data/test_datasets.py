@@ -16,7 +16,7 @@ from gsdd_cli.data import (
     resolve_data_dir,
 )
 from gsdd_cli.data.imagenet import SUBSETS, subset_class_names, subset_wnids
-from gsdd_cli.errors import DataError, UnknownNameError
+from gsdd_cli.core.errors import DataError, UnknownNameError
 
 
 def _write_npz(path: Path, n_train=30, n_test=10, k=3, h=8, w=8, c=3, names=True, seed=0):

@@ -7,7 +7,7 @@ import torch
 
 from gsdd_cli.data import Dataset, load_dataset, make_transform
 from gsdd_cli.data.transforms import ZCATransform, fit_zca, zca_cache_path, _ZCA_MEMORY
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 
 def _synthetic(n=400, c=2, h=3, w=3, seed=0, cache_dir=None):

@@ -83,7 +83,7 @@ def test_tm_syn_lr_is_clamped(tiny_npz, tiny_experts, tmp_path):
 
 
 def test_tm_rejects_incompatible_buffers(tiny_npz, tiny_experts, tmp_path):
-    from gsdd_cli.errors import ConfigError
+    from gsdd_cli.core.errors import ConfigError
 
     cfg = build_config(tiny_npz, flags={"algo": "tm", "ipc": 1, "out": str(tmp_path / "x.gsd"), **FAST,
                                         "buffers": tiny_experts, "iterations": 1, "max_start_epoch": 5})

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gsdd_cli.distill.config import build_config, spec_defaults
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 C10 = (10, 3, 32, 32)
 C100 = (100, 3, 32, 32)

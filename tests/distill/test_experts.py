@@ -6,7 +6,7 @@ import pytest
 from safetensors import safe_open
 
 from gsdd_cli.distill import ExpertBuffers, make_experts_config, train_experts
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 
 def test_expert_files_and_manifest(tiny_experts):

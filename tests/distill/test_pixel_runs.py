@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from gsdd_cli.distill import build_config, distill, run_paths
-from gsdd_cli.gsdfile import load_gsd
+from gsdd_cli.sets.gsdfile import load_gsd
 
 FAST = {"device": "cpu", "backend": "reference", "eval_epochs": 2, "param": "pixel"}
 TM = {"syn_steps": 4, "batch_syn": 4, "expert_epochs": 1, "max_start_epoch": 1}
@@ -100,7 +100,7 @@ def test_gaussian_tm_checkpoint_mode_resume_is_bit_identical(tiny_npz, tiny_expe
 
 
 def test_pixel_init_from_pixel_file_and_mismatch(tiny_npz, tmp_path):
-    from gsdd_cli.errors import ConfigError
+    from gsdd_cli.core.errors import ConfigError
 
     first = tmp_path / "first.gsd"
     distill(_cfg(tiny_npz, first, algo="dm", iterations=1, batch_real=4))

@@ -78,7 +78,7 @@ def test_dc_save_every_then_resume(tiny_npz, tmp_path):
 
 
 def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path):
-    from gsdd_cli.errors import ConfigError
+    from gsdd_cli.core.errors import ConfigError
 
     out = tmp_path / "x.gsd"
     with pytest.raises(ConfigError, match="no checkpoint"):

@@ -10,7 +10,7 @@ from gsdd_cli.distill import build_config, distill
 from gsdd_cli.distill.memory import available_memory, estimates, largest_batch, parse_bytes
 from gsdd_cli.distill.params import fresh_context
 from gsdd_cli.distill.tm import TrajectoryMatching
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError
 
 
 def _grads(npz, buffers, param, mode, steps, batch_syn=4, device="cpu"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from gsdd_cli.errors import ConfigError, UnknownNameError
+from gsdd_cli.core.errors import ConfigError, UnknownNameError
 from gsdd_cli.models import MODELS, default_convnet_depth, get_model, list_models
 
 SHAPES = [(1, 16, 16), (3, 32, 32), (3, 128, 128)]

@@ -17,8 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
-from gsdd_cli.gaussians import GaussianImages
-from gsdd_cli.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
 
 runner = CliRunner()
 CLASSES = 3
@@ -94,9 +94,9 @@ def assert_untouched(root: Path, before: dict[str, bytes | None]) -> None:
 
 
 def failing_writes(monkeypatch, after: int = 0, code: int = errno.ENOSPC):
-    """Make every write of gsdd_cli.outputs after the first ``after`` ones fail with ``code`` (after
+    """Make every write of gsdd_cli.core.outputs after the first ``after`` ones fail with ``code`` (after
     writing a few bytes, as a filling disk does)."""
-    import gsdd_cli.outputs as outputs
+    import gsdd_cli.core.outputs as outputs
 
     real = outputs._write_all
     calls = {"n": 0}

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from gsdd_cli.gsdfile import REQUIRED_FIELDS
+from gsdd_cli.sets.gsdfile import REQUIRED_FIELDS
 
 
 def _rewrite(src: Path, dst: Path, mutate) -> Path:
@@ -153,7 +153,7 @@ def test_replaced_file_keeps_its_mode(rb, work):
 
 # ---------------------------------------------------------------------------------- strict JSON
 def test_json_outputs_never_carry_nan(rb):
-    from gsdd_cli.outputs import dumps_json, json_safe
+    from gsdd_cli.core.outputs import dumps_json, json_safe
 
     assert json.loads(dumps_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
     assert json_safe((1.0, float("-inf"))) == [1.0, None]
@@ -161,7 +161,7 @@ def test_json_outputs_never_carry_nan(rb):
 
 # --------------------------------------------------------------------------------- exit codes
 def test_exit_codes_in_readme_and_help(rb):
-    from gsdd_cli.errors import EXIT_CODES
+    from gsdd_cli.core.errors import EXIT_CODES
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|$", readme, re.M))

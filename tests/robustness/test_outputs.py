@@ -65,7 +65,7 @@ def test_output_path_problems_fail_before_any_work(rb, work, case):
 # --------------------------------------------------------------------------------- read-only folder
 def _deny_writes(monkeypatch, folder):
     """Simulate a folder nobody may write to (we may run as root, where chmod does not bind)."""
-    import gsdd_cli.outputs as outputs
+    import gsdd_cli.core.outputs as outputs
 
     real = os.access
 
@@ -187,8 +187,8 @@ def test_bad_backend_creates_nothing(rb, work):
 
 def test_failed_final_write_keeps_the_finished_state(rb, work, monkeypatch):
     """The .gsd does not fit but the checkpoint does: the run is not lost, --resume writes the output."""
-    import gsdd_cli.gsdfile as gsdfile
-    from gsdd_cli.outputs import fs_error
+    import gsdd_cli.sets.gsdfile as gsdfile
+    from gsdd_cli.core.outputs import fs_error
 
     def full(path, data):
         raise fs_error(OSError(errno.ENOSPC, "No space left on device"), path)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gsdd_cli.render import rasterize
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cuda import rasterize
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 CHOLESKY_OFFSET = (0.5, 0.0, 0.5)
 BOUNDARY_EPS = 1e-6

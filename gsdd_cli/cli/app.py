@@ -14,9 +14,9 @@ import sys
 import typer
 
 from gsdd_cli import __version__
-from gsdd_cli.commands._common import as_gsdd_error, exit_codes_epilog, report_error
-from gsdd_cli.console import err
-from gsdd_cli.errors import GsddError  # noqa: F401
+from gsdd_cli.cli.common import as_gsdd_error, exit_codes_epilog, report_error
+from gsdd_cli.cli.console import err
+from gsdd_cli.core.errors import GsddError  # noqa: F401
 
 # Order here is the order in `gsdd --help`.
 COMMAND_MODULES = [
@@ -57,7 +57,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(f"gsdd_cli.commands.{_name}").register(app)
+    importlib.import_module(f"gsdd_cli.cli.commands.{_name}").register(app)
 for _cmd in app.registered_commands:  # every command's --help ends with the exit codes
     if _cmd.epilog is None:
         _cmd.epilog = exit_codes_epilog()

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from gsdd_cli.commands._common import BackendOpt, DataDirOpt, JsonOpt, QuietOpt, err, handles_errors, out, print_json
-from gsdd_cli.console import make_progress
+from gsdd_cli.cli.common import BackendOpt, DataDirOpt, JsonOpt, QuietOpt, err, handles_errors, out, print_json
+from gsdd_cli.cli.console import make_progress
 
 HELP_DEFAULT = "default: the spec's value for the dataset/IPC"
 
@@ -98,11 +98,11 @@ def distill(
     quiet = quiet or silent
     cfg = build_config(dataset, config_file=config, flags=flags)
     if cfg.out is None:
-        from gsdd_cli.errors import ConfigError
+        from gsdd_cli.core.errors import ConfigError
 
         raise ConfigError("no output file: give --out FILE.gsd (or `out:` in --config)")
     if stop_after is not None and stop_after < 1:
-        from gsdd_cli.errors import ConfigError
+        from gsdd_cli.core.errors import ConfigError
 
         raise ConfigError(f"--stop-after must be positive, got {stop_after}")
     check_run_outputs(cfg, {"--config": config})  # before any work (distill() checks the rest again)
@@ -203,7 +203,7 @@ def _cached_experts(cfg, quiet: bool, notify) -> Path:
     from gsdd_cli.data import load_dataset
     from gsdd_cli.distill.experts import ensure_experts
 
-    from gsdd_cli.commands.experts import expert_progress
+    from gsdd_cli.cli.commands.experts import expert_progress
 
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     with make_progress(quiet) as progress:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gsdd_cli.commands._common import (
+from gsdd_cli.cli.common import (
     BackendOpt,
     DataDirOpt,
     DeviceOpt,
@@ -20,8 +20,8 @@ from gsdd_cli.commands._common import (
     out,
     print_json,
 )
-from gsdd_cli.console import make_progress
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.cli.console import make_progress
+from gsdd_cli.core.errors import ConfigError
 
 
 def _pct(v: float) -> str:

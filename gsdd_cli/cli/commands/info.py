@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from gsdd_cli.commands._common import JsonOpt, handles_errors, out, print_json
-from gsdd_cli.gsdfile import load_gsd
+from gsdd_cli.cli.common import JsonOpt, handles_errors, out, print_json
+from gsdd_cli.sets.gsdfile import load_gsd
 
 
 @handles_errors

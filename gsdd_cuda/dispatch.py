@@ -8,8 +8,8 @@ variable ``GSDD_BACKEND`` overrides ``"auto"``.
   process and device) and uses the reference.
 * ``native`` requires the native kernels of the tensors' device; ``cuda`` additionally requires
   the tensors to be on a GPU. Neither falls back: they raise :class:`NativeUnavailableError`
-  (a :class:`~gsdd_cli.errors.CudaUnavailableError`, exit code 6).
-* ``reference`` is the pure-PyTorch oracle (:mod:`gsdd_cli.render.reference`), any device.
+  (a :class:`~gsdd_cli.core.errors.CudaUnavailableError`, exit code 6).
+* ``reference`` is the pure-PyTorch oracle (:mod:`gsdd_cuda.reference`), any device.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 
 import torch
 
-from gsdd_cli.errors import ConfigError, CudaUnavailableError
-from gsdd_cli.render.reference import rasterize_reference
+from gsdd_cli.core.errors import ConfigError, CudaUnavailableError
+from gsdd_cuda.reference import rasterize_reference
 
 BACKENDS = ("auto", "native", "cuda", "reference")
 NATIVE_DEVICES = ("cpu", "cuda")
@@ -95,9 +95,9 @@ def rasterize(
     ``xy``'s dtype.
     """
     if resolve_backend(backend, xy.device) == "native":
-        import gsdd_cuda
+        from gsdd_cuda import ops
 
-        return gsdd_cuda.rasterize(xy, chol, rgb, opacity, num_images, height, width, antialias=antialias)
+        return ops.rasterize(xy, chol, rgb, opacity, num_images, height, width, antialias=antialias)
     return rasterize_reference(xy, chol, rgb, opacity, num_images, height, width, antialias)
 
 

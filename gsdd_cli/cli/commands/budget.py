@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from gsdd_cli import budget as B
-from gsdd_cli.commands._common import JsonOpt, handles_errors, out, print_json
-from gsdd_cli.errors import BudgetError
+from gsdd_cli.sets import budget as B
+from gsdd_cli.cli.common import JsonOpt, handles_errors, out, print_json
+from gsdd_cli.core.errors import BudgetError
 
 
 def _resolve_shape(dataset, res, channels, classes):

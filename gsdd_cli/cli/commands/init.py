@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from gsdd_cli.commands._common import (
+from gsdd_cli.cli.common import (
     BackendOpt,
     DataDirOpt,
     DeviceOpt,
@@ -18,8 +18,8 @@ from gsdd_cli.commands._common import (
     out,
     print_json,
 )
-from gsdd_cli.console import make_progress
-from gsdd_cli.errors import ConfigError, DivergenceError
+from gsdd_cli.cli.console import make_progress
+from gsdd_cli.core.errors import ConfigError, DivergenceError
 
 
 @handles_errors
@@ -49,11 +49,11 @@ def init(
       gsdd init cifar10 --ipc 10 --out c10-init.gsd            # GPC 160, 42 points, 50 000 steps
     """
     from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.devices import resolve_device
-    from gsdd_cli.fit import FitConfig, init_from_dataset
-    from gsdd_cli.gsdfile import make_header, save_gsd
-    from gsdd_cli.outputs import check_output_file
-    from gsdd_cli.render import resolve_backend
+    from gsdd_cli.core.devices import resolve_device
+    from gsdd_cli.sets.fit import FitConfig, init_from_dataset
+    from gsdd_cli.sets.gsdfile import make_header, save_gsd
+    from gsdd_cli.core.outputs import check_output_file
+    from gsdd_cuda import resolve_backend
 
     if gpc is not None and points is not None:
         raise ConfigError("give at most one of --gpc and --points")

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gsdd_cli.data import DSA_STRATEGY, Dataset, dsa, load_dataset, make_transform
 from gsdd_cli.data.augment import check_strategy
 from gsdd_cli.data.transforms import Transform, apply_in_batches
-from gsdd_cli.devices import resolve_device
-from gsdd_cli.errors import ConfigError, DataError, first_validation_error
+from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.errors import ConfigError, DataError, first_validation_error
 from gsdd_cli.models import MODELS, get_model, is_convnet
 
 CROSS_ARCH_LR = {"alexnet": 1e-3, "vit": 5e-5}

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gsdd_cli.commands._common import (
+from gsdd_cli.cli.common import (
     BackendOpt,
     DataDirOpt,
     DeviceOpt,
@@ -17,9 +17,9 @@ from gsdd_cli.commands._common import (
     out,
     print_json,
 )
-from gsdd_cli.console import make_progress
-from gsdd_cli.devices import resolve_device
-from gsdd_cli.errors import ConfigError
+from gsdd_cli.cli.console import make_progress
+from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.errors import ConfigError
 
 
 @handles_errors

@@ -5,9 +5,9 @@ Rules (docs/format.md "Writing" and the README's exit codes):
 1. **Check outputs before work starts.** :func:`check_output_file` / :func:`check_output_dir` verify,
    without creating anything, that a path can be written: the parent exists or can be created, is
    writable, is not read-only, names fit, and a file is not a folder (or the reverse). Problems raise
-   :class:`~gsdd_cli.errors.FileSystemError` (exit code 9).
+   :class:`~gsdd_cli.core.errors.FileSystemError` (exit code 9).
 2. **Never overwrite an input.** :func:`refuse_overwriting_inputs` raises
-   :class:`~gsdd_cli.errors.ConfigError` (exit code 3) when an output resolves to an input of the
+   :class:`~gsdd_cli.core.errors.ConfigError` (exit code 3) when an output resolves to an input of the
    same command (the `.gsd`, the dataset, the config, the checkpoint).
 3. **Atomic writes with ordinary permissions.** :func:`atomic_write_bytes` (and the ``_text`` /
    ``_json`` variants, and the callback form :func:`atomic_write`) write a temporary file in the
@@ -15,7 +15,7 @@ Rules (docs/format.md "Writing" and the README's exit codes):
    (``0o666 & ~umask`` for a new file, the old mode for a replaced one). A failure leaves no temporary
    file and the previous file of that name untouched.
 4. **File-system errors are typed.** Every ``OSError`` becomes a one-line
-   :class:`~gsdd_cli.errors.FileSystemError` naming the path and the reason (:func:`fs_error`).
+   :class:`~gsdd_cli.core.errors.FileSystemError` naming the path and the reason (:func:`fs_error`).
 5. **Sets of files appear all at once.** :class:`StagedDir` collects files in a hidden temporary
    folder and moves them into the target folder only when everything was written.
 6. **Strict JSON.** :func:`json_safe` turns NaN/Inf into ``null`` (JSON has no such numbers).
@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
-from gsdd_cli.errors import ConfigError, FileSystemError
+from gsdd_cli.core.errors import ConfigError, FileSystemError
 
 PathLike = Union[str, os.PathLike]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from gsdd_cli.errors import BudgetError
+from gsdd_cli.core.errors import BudgetError
 
 BYTES_PER_PARAM = 2  # bf16
 BYTES_PER_PIXEL_VALUE = 4  # fp32 pixels define the budget

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsdd_cli.outputs import atomic_write_bytes
+from gsdd_cli.core.outputs import atomic_write_bytes
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -30,7 +30,7 @@ def png_bytes(img: torch.Tensor) -> bytes:
 
 
 def save_png(img: torch.Tensor, path: Path) -> None:
-    """Write ``img`` as a PNG file atomically (gsdd_cli.outputs rules: umask permissions, typed errors)."""
+    """Write ``img`` as a PNG file atomically (gsdd_cli.core.outputs rules: umask permissions, typed errors)."""
     atomic_write_bytes(Path(path), png_bytes(img))
 
 

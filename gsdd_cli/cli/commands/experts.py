@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from gsdd_cli.commands._common import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, handles_errors, out, print_json
-from gsdd_cli.console import make_progress
+from gsdd_cli.cli.common import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, handles_errors, out, print_json
+from gsdd_cli.cli.console import make_progress
 
 
 @handles_errors

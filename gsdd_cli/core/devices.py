@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gsdd_cli.errors import ConfigError, CudaUnavailableError
+from gsdd_cli.core.errors import ConfigError, CudaUnavailableError
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, TypeVar
 
-from gsdd_cli.errors import UnknownNameError
+from gsdd_cli.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ the members below, so it never branches on the parameterization:
 - ``state_tensors()`` (exact fp32 state for checkpoints) and ``render_chunk(device)`` (how many
   images one render call may hold in memory).
 
-Implementations: :class:`gsdd_cli.gaussians.GaussianImages` and :class:`gsdd_cli.pixels.PixelImages`.
+Implementations: :class:`gsdd_cli.sets.gaussians.GaussianImages` and :class:`gsdd_cli.sets.pixels.PixelImages`.
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from gsdd_cli import __version__
-from gsdd_cli.budget import budget_bytes_per_class, bytes_per_gaussian
-from gsdd_cli.errors import GsdFormatError, first_validation_error
-from gsdd_cli.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
-from gsdd_cli.outputs import atomic_write, atomic_write_bytes, dumps_json  # noqa: F401  (atomic_write: re-exported)
-from gsdd_cli.pixels import PIXEL_BYTES, PixelImages
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cli.sets.budget import budget_bytes_per_class, bytes_per_gaussian
+from gsdd_cli.core.errors import GsdFormatError, first_validation_error
+from gsdd_cli.sets.gaussians import ATTRIBUTES, CHOLESKY_OFFSET, GaussianImages
+from gsdd_cli.core.outputs import atomic_write, atomic_write_bytes, dumps_json  # noqa: F401  (atomic_write: re-exported)
+from gsdd_cli.sets.pixels import PIXEL_BYTES, PixelImages
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 FORMAT_NAME = "gsdd"
 FORMAT_VERSION = 2  # the highest version this gsdd reads (and writes, for pixel sets)

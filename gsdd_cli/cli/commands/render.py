@@ -10,14 +10,14 @@ from typing import Optional
 import torch
 import typer
 
-from gsdd_cli.commands._common import BackendOpt, DeviceOpt, QuietOpt, handles_errors, out
-from gsdd_cli.console import make_progress
-from gsdd_cli.devices import resolve_device
-from gsdd_cli.errors import ConfigError
-from gsdd_cli.gsdfile import load_gsd
-from gsdd_cli.render import resolve_backend
-from gsdd_cli.imageio import label_rows, make_grid, png_bytes, safe_name, save_image, save_png
-from gsdd_cli.outputs import StagedDir, check_output_dir, check_output_file, same_path
+from gsdd_cli.cli.common import BackendOpt, DeviceOpt, QuietOpt, handles_errors, out
+from gsdd_cli.cli.console import make_progress
+from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.sets.gsdfile import load_gsd
+from gsdd_cuda import resolve_backend
+from gsdd_cli.sets.imageio import label_rows, make_grid, png_bytes, safe_name, save_image, save_png
+from gsdd_cli.core.outputs import StagedDir, check_output_dir, check_output_file, same_path
 
 
 def parse_selection(spec: Optional[str], limit: int, what: str) -> list[int]:

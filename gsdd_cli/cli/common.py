@@ -9,9 +9,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from gsdd_cli.console import err, out
-from gsdd_cli.errors import EXIT_CODES, GsddError
-from gsdd_cli.outputs import dumps_json, fs_error
+from gsdd_cli.cli.console import err, out
+from gsdd_cli.core.errors import EXIT_CODES, GsddError
+from gsdd_cli.core.outputs import dumps_json, fs_error
 
 
 def report_error(e: GsddError) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsdd_cli.synthetic import SyntheticImages
+from gsdd_cli.sets.synthetic import SyntheticImages
 
 PIXEL_BYTES = 4  # fp32
 

@@ -19,8 +19,8 @@ from typing import Callable, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from gsdd_cli.errors import BudgetError, DataError
-from gsdd_cli.gaussians import GaussianImages
+from gsdd_cli.core.errors import BudgetError, DataError
+from gsdd_cli.sets.gaussians import GaussianImages
 
 DEFAULT_INIT_STEPS = 50_000
 XY_STEP_SIZE = 20_000
@@ -198,7 +198,7 @@ def init_from_dataset(
     Without ``gpc``/``points`` the budget module's recommendation for ``algorithm`` is used.
     ``seed`` drives both the image choice and the random start point (unless ``cfg.seed`` differs).
     """
-    from gsdd_cli.budget import make_plan, recommended_gpc
+    from gsdd_cli.sets.budget import make_plan, recommended_gpc
 
     k, c, h, w = dataset.num_classes, dataset.channels, dataset.height, dataset.width
     if gpc is None and points is None:

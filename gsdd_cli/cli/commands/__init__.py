@@ -1,0 +1,1 @@
+"""One module per `gsdd` subcommand; each defines ``register(app)``."""

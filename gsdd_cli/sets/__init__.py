@@ -1,0 +1,1 @@
+"""Synthetic sets: Gaussian and pixel images, the storage budget, the `.gsd` file, fitting, PNG output."""
