@@ -22,47 +22,15 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from gsdd_cli.core.errors import ConfigError, DataError
+from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.data.transforms import apply_in_batches
+from gsdd_cli.evaluate import EvalConfig, evaluate_set
+from gsdd_cli.evaluate.source import header_transform, real_dataset_for
+from gsdd_cli.sets.gsdfile import load_gsd
+from gsdd_cli.sets.synthetic import render_images  # public here too (docs/api.md)
 
 Space = Literal["network", "pixel"]
 SPACES = ("network", "pixel")
-
-# The dense CPU reference touches (Gaussians per image × H × W × 4 sub-samples) values per image;
-# chunks of this many keep its temporaries around a few hundred MB.
-_CPU_RENDER_BUDGET = 3e7
-_GPU_RENDER_CHUNK = 1024
-
-
-def _render_chunk_size(images: Any, device: torch.device, scale: float = 1.0) -> int:
-    if device.type == "cuda":
-        return _GPU_RENDER_CHUNK
-    points = int(getattr(images, "points", 1) or 1)  # pixel sets have no Gaussians per image
-    pixels = max(1, round(images.height * scale)) * max(1, round(images.width * scale))
-    return max(1, int(_CPU_RENDER_BUDGET // max(1, points * pixels * 4)))
-
-
-@torch.no_grad()
-def render_images(
-    images: Any,
-    *,
-    scale: float = 1.0,
-    backend: str = "auto",
-    on_progress: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """Render every image of ``images`` (pixel space, float32) in memory-bounded chunks.
-
-    Rendering happens where ``images`` lives; ``on_progress(done, total)`` is called after each chunk.
-    """
-    device = images.labels.device
-    total = int(images.num_images)
-    chunk = _render_chunk_size(images, device, scale)
-    out = []
-    for start in range(0, total, chunk):
-        idx = torch.arange(start, min(total, start + chunk), device=device)
-        out.append(images.render(idx, scale=scale, backend=backend).float())
-        if on_progress is not None:
-            on_progress(int(idx[-1]) + 1, total)
-    return torch.cat(out)
 
 
 def check_space(space: str) -> str:
@@ -144,18 +112,7 @@ class DistilledSet:
     def real_dataset(self):
         """The real dataset the file was distilled from (loaded once; checked against the header)."""
         if self._real is None:
-            from gsdd_cli.data import load_dataset
-
-            ds = load_dataset(self.dataset_name, self.data_dir)
-            h = self.header
-            want = (h.num_classes, h.channels, h.height, h.width)
-            got = (ds.num_classes, ds.channels, ds.height, ds.width)
-            if want != got:
-                raise DataError(
-                    f"the file was distilled for {h.dataset} with (classes, C, H, W) = {want}, but the loaded "
-                    f"dataset has {got}"
-                )
-            self._real = ds
+            self._real = real_dataset_for(self.header, self.dataset_name, self.data_dir)
         return self._real
 
     @property
@@ -171,31 +128,7 @@ class DistilledSet:
         return self._transform
 
     def _build_transform(self):
-        from gsdd_cli.data import make_transform
-        from gsdd_cli.data.transforms import ZCA_EPS, IdentityTransform, NormalizeTransform
-
-        kind = self.header.transform
-        params = dict(self.header.transform_params or {})
-        if kind == "none":
-            return IdentityTransform()
-        if kind == "normalize":
-            mean, std = params.get("mean"), params.get("std")
-            if mean is not None and std is not None:
-                if len(mean) != self.header.channels or len(std) != self.header.channels:
-                    raise DataError(f"header transform_params mean/std have {len(mean)}/{len(std)} entries, "
-                                    f"expected {self.header.channels}")
-                return NormalizeTransform(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-            return make_transform(self.real_dataset(), "normalize")
-        ds = self.real_dataset()
-        tf = make_transform(ds, "zca", eps=float(params.get("eps", ZCA_EPS)))
-        fitted = params.get("num_images")
-        if fitted is not None and int(fitted) != int(ds.x_train.shape[0]):
-            raise DataError(
-                f"the file's ZCA was fitted on {fitted} training images of {params.get('fitted_on') or self.header.dataset}, "
-                f"but the loaded {ds.name} has {ds.x_train.shape[0]}; its whitening would differ",
-                hint="point --data-dir / data_dir at the dataset the file was distilled on",
-            )
-        return tf
+        return header_transform(self.header, self.real_dataset)
 
     # ------------------------------------------------------------------------------- decoding
     def _images_on(self, device: torch.device | str | None) -> Any:
@@ -225,8 +158,6 @@ class DistilledSet:
 
     def to_network(self, pixels: torch.Tensor) -> torch.Tensor:
         """Apply :attr:`transform` to pixel-space images [B, C, H, W] (no autograd, chunked)."""
-        from gsdd_cli.data.transforms import apply_in_batches
-
         return apply_in_batches(self.transform, pixels, pixels.device)
 
     def tensors(
@@ -255,8 +186,6 @@ class DistilledSet:
 
     def evaluate(self, cfg=None, backend: str = "auto", on_step=None, **options: Any):
         """Train fresh networks on this set and test them (see :func:`gsdd_cli.evaluate.evaluate_set`)."""
-        from gsdd_cli.evaluate import EvalConfig, evaluate_set
-
         return evaluate_set(self, cfg or EvalConfig(), backend=backend, on_step=on_step, **options)
 
 
@@ -272,8 +201,6 @@ def load(
     ``data_dir`` and ``dataset`` are only used when the real dataset is needed (a ZCA transform to
     refit, a normalize header without statistics, evaluation).
     """
-    from gsdd_cli.sets.gsdfile import load_gsd
-
     f = load_gsd(path, device=device)
     return DistilledSet(f.header, f.images, f.path, data_dir=data_dir, dataset=dataset)
 

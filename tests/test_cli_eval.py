@@ -65,7 +65,7 @@ def test_unknown_names(gsd):
         (["--epochs", "-1"], "epochs"),
         (["--runs", "0"], "runs"),
         (["--lr", "-0.1"], "lr"),
-        (["--batch-size", "0"], "batch_size"),
+        (["--batch-size", "0"], "--batch-size"),
         (["--device", "tpu"], "device"),
     ],
 )

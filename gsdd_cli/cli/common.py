@@ -1,11 +1,10 @@
-"""Shared pieces of the CLI: error mapping and option aliases so every command spells flags alike."""
+"""Shared pieces of the CLI: one-line error reports with their exit codes, strict JSON on stdout."""
 
 from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Any, Callable
 
 import typer
 
@@ -59,43 +58,4 @@ def print_json(obj: Any) -> None:
     typer.echo(dumps_json(obj, indent=2, sort_keys=False))
 
 
-DeviceOpt = Annotated[
-    str,
-    typer.Option(
-        "--device", help="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ..."
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are reproducible).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-DataDirOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--data-dir",
-        help="Where datasets live (default: $GSDD_DATA_DIR, else ~/.cache/gsdd/data).",
-    ),
-]
-BackendOpt = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        help="Renderer: auto (native CPU/CUDA kernels, compiled on first use; else reference), native, cuda, "
-        "reference.",
-    ),
-]
-
-__all__ = [
-    "as_gsdd_error",
-    "exit_codes_epilog",
-    "handles_errors",
-    "report_error",
-    "print_json",
-    "out",
-    "err",
-    "DeviceOpt",
-    "SeedOpt",
-    "JsonOpt",
-    "QuietOpt",
-    "DataDirOpt",
-    "BackendOpt",
-]
+__all__ = ["as_gsdd_error", "err", "exit_codes_epilog", "handles_errors", "out", "print_json", "report_error"]

@@ -4,6 +4,10 @@
 :class:`Transform` (an ``nn.Module``) with ``forward`` (pixel → network), ``inverse`` and
 ``describe()``. ZCA is kornia-style with eps 0.1, fitted once on the whole real training set in
 float64 and cached on disk under ``<data_dir>/zca/`` (and in-process).
+
+``describe()`` is the one serialised form of a transform (the ``.gsd`` header's ``transform_params``,
+export sidecars); :func:`transform_from_record` is its inverse: it rebuilds the module a header
+records, refitting ZCA on the real training set.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from torch import nn
 
-from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError, DataError, FileSystemError
+from gsdd_cli.core.outputs import atomic_write_bytes
 
 TRANSFORM_KINDS = ("zca", "normalize", "none")
 ZCA_EPS = 0.1
@@ -31,7 +37,13 @@ class Transform(nn.Module):
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def describe(self) -> dict:
+    def describe(self, *, exact: bool = False, tensors: bool = False) -> dict:
+        """The transform as plain data: ``kind`` and its parameters.
+
+        The default is what a ``.gsd`` header stores (normalize: mean/std rounded to 6 decimals;
+        ZCA: eps, fitted_on, num_images). ``exact`` gives the full float32 values; ``tensors`` adds
+        ZCA's fitted ``mean`` and ``matrix`` (CPU tensors).
+        """
         return {"kind": self.kind}
 
 
@@ -57,12 +69,11 @@ class NormalizeTransform(Transform):
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std + self.mean
 
-    def describe(self) -> dict:
-        return {
-            "kind": self.kind,
-            "mean": [round(float(v), 6) for v in self.mean.flatten()],
-            "std": [round(float(v), 6) for v in self.std.flatten()],
-        }
+    def describe(self, *, exact: bool = False, tensors: bool = False) -> dict:
+        def values(t: torch.Tensor) -> list[float]:
+            return [float(v) if exact else round(float(v), 6) for v in t.flatten()]
+
+        return {"kind": self.kind, "mean": values(self.mean), "std": values(self.std)}
 
 
 class ZCATransform(Transform):
@@ -121,8 +132,13 @@ class ZCATransform(Transform):
         shape = x.shape
         return (x.reshape(shape[0], -1) @ self.inverse_matrix + self.mu).reshape(shape)
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, "eps": self.eps, "fitted_on": self.fitted_on, "num_images": self.num_fit}
+    def describe(self, *, exact: bool = False, tensors: bool = False) -> dict:
+        rec: dict[str, Any] = {"kind": self.kind, "eps": self.eps, "fitted_on": self.fitted_on,
+                               "num_images": self.num_fit}
+        if tensors:
+            rec["mean"] = self.mu.detach().cpu().clone()
+            rec["matrix"] = self.matrix.detach().cpu().clone()
+        return rec
 
     def state(self) -> dict:
         return {"mean": self.mu.cpu(), "matrix": self.matrix.cpu(), "inverse_matrix": self.inverse_matrix.cpu(),
@@ -165,9 +181,6 @@ def fit_zca(dataset, eps: float = ZCA_EPS, cache: bool = True, device=None) -> Z
                 device = "cuda"
             zca = ZCATransform.fit(dataset.x_train, eps=eps, device=device, fitted_on=dataset.name)
             if path is not None:
-                from gsdd_cli.core.errors import FileSystemError
-                from gsdd_cli.core.outputs import atomic_write_bytes
-
                 buf = io.BytesIO()
                 torch.save(zca.state(), buf)
                 try:
@@ -189,6 +202,49 @@ def make_transform(dataset, kind: str, *, eps: float = ZCA_EPS, cache: bool = Tr
         return NormalizeTransform(tuple(dataset.mean), tuple(dataset.std))
     z = fit_zca(dataset, eps=eps, cache=cache)
     return ZCATransform(z.mu, z.matrix, z.inverse_matrix, eps=z.eps, fitted_on=z.fitted_on, num_fit=z.num_fit)
+
+
+DatasetSource = Union[Any, Callable[[], Any]]  # a Dataset, or a function that loads it when needed
+
+
+def transform_from_record(kind: str, params: Mapping[str, Any] | None, dataset: DatasetSource, *,
+                          channels: int | None = None, name: str = "") -> Transform:
+    """Rebuild the transform a record (``describe()``, a ``.gsd`` header) names, on the CPU.
+
+    ``normalize`` uses the recorded mean/std (the dataset's statistics when there are none);
+    ``zca`` is refitted on the real training set (cached) and must have been fitted on as many
+    images as the record says; ``none`` is the identity. ``dataset`` is the real dataset or a
+    function returning it, called only when it is needed. ``channels`` checks the mean/std length;
+    ``name`` (the header's dataset) words the errors when the record has no ``fitted_on``.
+    """
+    kind = (kind or "none").lower()
+    if kind not in TRANSFORM_KINDS:
+        raise ConfigError(f"unknown transform {kind!r}; valid: {', '.join(TRANSFORM_KINDS)}")
+    params = dict(params or {})
+
+    def real():
+        return dataset() if callable(dataset) else dataset
+
+    if kind == "none":
+        return IdentityTransform()
+    if kind == "normalize":
+        mean, std = params.get("mean"), params.get("std")
+        if mean is not None and std is not None:
+            if channels is not None and (len(mean) != channels or len(std) != channels):
+                raise DataError(f"header transform_params mean/std have {len(mean)}/{len(std)} entries, "
+                                f"expected {channels}")
+            return NormalizeTransform(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        return make_transform(real(), "normalize")
+    ds = real()
+    tf = make_transform(ds, "zca", eps=float(params.get("eps", ZCA_EPS)))
+    fitted = params.get("num_images")
+    if fitted is not None and int(fitted) != int(ds.x_train.shape[0]):
+        raise DataError(
+            f"the file's ZCA was fitted on {fitted} training images of {params.get('fitted_on') or name}, "
+            f"but the loaded {ds.name} has {ds.x_train.shape[0]}; its whitening would differ",
+            hint="point --data-dir / data_dir at the dataset the file was distilled on",
+        )
+    return tf
 
 
 def apply_in_batches(transform: Transform, x: torch.Tensor, device: torch.device | str,

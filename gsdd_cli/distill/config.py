@@ -9,16 +9,33 @@ then explicit command-line flags. :func:`build_config` applies that order and va
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from gsdd_cli.core.errors import ConfigError, first_line, first_validation_error
+from gsdd_cli.core.algorithms import ALGORITHMS, describe
+from gsdd_cli.core.errors import ConfigError, first_line
+from gsdd_cli.core.options import (
+    backend_option,
+    data_dir_option,
+    device_option,
+    finite,
+    option,
+    out_option,
+    seed_option,
+    validation_message,
+)
+from gsdd_cli.core.outputs import fs_error
+from gsdd_cli.data import dataset_info
+from gsdd_cli.data.augment import DSA_STRATEGY, check_strategy
+from gsdd_cli.data.transforms import TRANSFORM_KINDS
+from gsdd_cli.models import MODELS
+from gsdd_cli.sets.budget import make_plan, points_per_image, recommended_gpc
+from gsdd_cli.sets.gsdfile import read_header
+from gsdd_cuda import BACKENDS
 
-ALGORITHMS = ("tm", "dm", "dc")
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+SPEC = "by dataset, algorithm and IPC: docs/distill.md"
 IMAGENET_SUBSETS = ("imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk")
 
 # docs/method.md §5.1 TM table: (dataset family, IPC) → (GPC, syn_steps, max_start_epoch, lr_lr, batch_syn).
@@ -72,90 +89,78 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # what to distil
-    dataset: str
-    algo: Literal["tm", "dm", "dc"]
-    ipc: int = Field(DEFAULT_IPC, gt=0)
-    param: Literal["gaussian", "pixel"] = "gaussian"
-    lr_img: Optional[float] = Field(None, gt=0, description="pixel sets: SGD(momentum 0.5) lr in network space")
-    gpc: Optional[int] = Field(None, gt=0)
-    points: Optional[int] = Field(None, gt=0)
-    out: Optional[str] = None
-    data_dir: Optional[str] = None
+    dataset: str = option(..., "Dataset name (digits, cifar10, cifar100, imagenette, ...) or path.", argument=True)
+    algo: Literal[ALGORITHMS] = option(..., describe() + ".")  # type: ignore[valid-type]
+    ipc: int = option(DEFAULT_IPC, "Budget: the bytes of IPC real fp32 images per class.", gt=0)
+    param: Literal["gaussian", "pixel"] = option(
+        "gaussian", "gaussian (GSDD: GPC Gaussian images per class) or pixel (IPC plain images per class, the "
+        "pixel baseline).")
+    lr_img: Optional[float] = option(None, "Pixel sets: SGD(momentum 0.5) lr of the images in network space "
+                                     "(default: the published one, TM 100-1000, DM 1, DC 0.1).", gt=0)
+    gpc: Optional[int] = option(None, "Gaussian images per class.", default_text=SPEC, gt=0)
+    points: Optional[int] = option(None, "Gaussians per image (GPC follows from the budget).", gt=0)
+    out: Optional[str] = out_option("Output .gsd file (config, log and checkpoint go next to it).", None)
+    data_dir: Optional[str] = data_dir_option()
     # initialization (docs/method.md §4); ignored when `init` names a .gsd file
-    init: Optional[str] = None
-    init_steps: int = Field(50_000, ge=0)
-    init_lr: Optional[float] = Field(None, gt=0)
-    init_first: bool = False
+    init: Optional[str] = option(None, "Start from this .gsd (from `gsdd init`) instead of fitting.")
+    init_steps: int = option(50_000, "Fitting steps when no --init is given (50 000; digits 200).", ge=0)
+    init_lr: Optional[float] = option(None, "Fitting lr (0.1 at ≤32 px, 0.01 above).", gt=0)
+    init_first: bool = option(False, "Fit the first GPC images per class instead of a random choice.",
+                              flags=("--init-first/--no-init-first",))
     # common (docs/method.md §5)
-    seed: int = 0
-    iterations: int = Field(1, gt=0)
-    lr: float = Field(1e-3, gt=0, description="Adam lr of every Gaussian attribute group")
-    boundary_lambda: float = Field(0.1, ge=0)
-    model: str = "convnet"
-    transform: Optional[Literal["zca", "normalize", "none"]] = None
-    dsa: bool = True
-    dsa_strategy: str = DSA_STRATEGY
-    batch_real: int = Field(256, gt=0)
-    batch_syn: int = Field(0, ge=0, description="0: all of a class's (DM/DC) or all (TM) images")
-    quantize: bool = True
-    antialias: bool = True
-    train_opacity: bool = True
+    seed: int = seed_option("Seed (runs are reproducible).")
+    iterations: int = option(1, "Distillation iterations.", default_text=SPEC, flags=("--iterations", "-n"), gt=0)
+    lr: float = option(1e-3, "Adam lr of every Gaussian attribute group.", gt=0)
+    boundary_lambda: float = option(0.1, "Weight of the boundary loss.", ge=0)
+    model: str = option("convnet", "Distillation network (convnet: depth by resolution).")
+    transform: Optional[Literal[TRANSFORM_KINDS]] = option(  # type: ignore[valid-type]
+        None, "zca, normalize or none (default: zca for CIFAR TM, else normalize).")
+    dsa: bool = option(True, "DSA augmentation.")
+    dsa_strategy: str = option(DSA_STRATEGY, "DSA op groups.", cli=False)
+    batch_real: int = option(256, "DM/DC real images per class and step.", default_text=SPEC, gt=0)
+    batch_syn: int = option(0, "Synthetic batch (TM: per student step; DM/DC: per class, 0 = all).", default_text=SPEC, ge=0)
+    quantize: bool = option(True, "Train through bf16 rounding (straight-through), as stored.", cli=False)
+    antialias: bool = option(True, "Antialiased rendering (the 0.3 px low-pass of docs/method.md).", cli=False)
+    train_opacity: bool = option(True, "Learn the opacities.", cli=False)
     # DC (docs/method.md §5.3)
-    outer_loop: Optional[int] = Field(None, gt=0)
-    inner_loop: Optional[int] = Field(None, ge=0)
-    lr_net: float = Field(0.01, gt=0)
-    batch_train: int = Field(128, gt=0, description="DC inner-loop batch")
+    outer_loop: Optional[int] = option(None, "DC outer steps per iteration (by IPC: 1→1, 10→10, 50→50).", gt=0)
+    inner_loop: Optional[int] = option(None, "DC network epochs between outer steps (1→1, 10→50, 50→10).", ge=0)
+    lr_net: float = option(0.01, "DC inner network lr.", gt=0)
+    batch_train: int = option(128, "DC inner-loop batch.", cli=False, gt=0)
     # TM (docs/method.md §5.1)
-    buffers: Optional[str] = None
-    syn_steps: int = Field(20, gt=0)
-    expert_epochs: int = Field(2, gt=0)
-    max_start_epoch: int = Field(20, gt=0)
-    lr_lr: float = Field(1e-5, ge=0)
-    lr_init: float = Field(1e-2, gt=0)
-    min_syn_lr: float = Field(1e-3, gt=0)
-    tm_memory: Literal["auto", "full", "checkpoint", "tesla"] = "auto"
-    num_experts: Optional[int] = Field(None, gt=0, description="TM without buffers: experts to train/cache")
-    experts_epochs: Optional[int] = Field(None, gt=0, description="TM without buffers: epochs per cached expert")
+    buffers: Optional[str] = option(None, "TM: folder of expert trajectories from `gsdd experts`.")
+    syn_steps: int = option(20, "TM student steps per iteration.", default_text=SPEC, gt=0)
+    expert_epochs: int = option(2, "TM target = start + this many expert epochs.", gt=0)
+    max_start_epoch: int = option(20, "TM start epoch drawn from [0, this).", default_text=SPEC, gt=0)
+    lr_lr: float = option(1e-5, "TM lr of the learned student lr α.", default_text=SPEC, ge=0)
+    lr_init: float = option(1e-2, "TM initial α.", gt=0)
+    min_syn_lr: float = option(1e-3, "TM floor of α.", cli=False, gt=0)
+    tm_memory: Literal["auto", "full", "checkpoint", "tesla"] = option(
+        "auto", "TM unroll memory: auto (full if it fits, else checkpoint), full, checkpoint (exact, constant in "
+        "syn-steps) or tesla (approximate, constant).")
+    num_experts: Optional[int] = option(None, "TM without --buffers: experts to train into the cache (100; "
+                                        "digits 5).", gt=0)
+    experts_epochs: Optional[int] = option(None, "TM without --buffers: epochs per cached expert (50; digits 10).",
+                                           gt=0)
     # run control
-    device: str = "auto"
-    backend: str = "auto"
-    eval_every: int = Field(0, ge=0)
-    eval_epochs: int = Field(300, gt=0)
-    eval_runs: int = Field(1, gt=0)
-    save_every: int = Field(0, ge=0)
-    log_every: int = Field(1, gt=0)
+    device: str = device_option()
+    backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
+    eval_every: int = option(0, "Evaluate every N iterations (0 = never).", ge=0)
+    eval_epochs: int = option(300, "Epochs of those evaluations (300; digits 100).", ge=1)
+    eval_runs: int = option(1, "Networks per evaluation.", gt=0)
+    save_every: int = option(0, "Write a checkpoint every N iterations (0 = only on Ctrl-C).", ge=0)
+    log_every: int = option(1, "Write an iteration record to the log every N iterations.", gt=0)
 
-    @field_validator("dsa_strategy")
-    @classmethod
-    def _strategy(cls, v: str) -> str:
-        from gsdd_cli.data.augment import check_strategy
-
-        return check_strategy(v)
+    _strategy = field_validator("dsa_strategy")(check_strategy)
+    _finite = field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda", "lr_img", "init_lr",
+                              "min_syn_lr")(finite)
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        from gsdd_cli.models import MODELS
-
         if v.lower() not in MODELS:
             raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())}")
         return v.lower()
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, v: str) -> str:
-        from gsdd_cuda import BACKENDS
-
-        if v not in BACKENDS:
-            raise ValueError(f"unknown renderer backend {v!r}; valid: {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda", "lr_img")
-    @classmethod
-    def _finite(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be finite")
-        return v
 
     def algo_fields(self) -> dict[str, Any]:
         """The fields that determine the result (everything except run control)."""
@@ -194,8 +199,6 @@ def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, 
     A pixel set (``param="pixel"``) keeps every schedule setting and adds ``lr_img``, the published
     image lr of the pixel method; its GPC is the IPC.
     """
-    from gsdd_cli.sets.budget import recommended_gpc
-
     k, c, h, w = info
     fam = dataset_family(dataset, info)
     d: dict[str, Any] = {"iterations": ITERATIONS[algo]}
@@ -237,8 +240,6 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        from gsdd_cli.core.outputs import fs_error
-
         raise fs_error(e, path, "read") from None
     try:
         text = raw.decode("utf-8")
@@ -251,7 +252,7 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            import yaml  # here, not at the top: only YAML config files need it
 
             data = yaml.safe_load(text)
         else:
@@ -270,16 +271,10 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def format_validation_error(e: ValidationError, source: str = "config") -> str:
-    kind, loc, msg = first_validation_error(e, source)
-    if kind == "extra_forbidden":
-        names = ", ".join(sorted(DistillConfig.model_fields))
-        return f"unknown {source} key {loc!r} (valid keys: {names})"
-    if kind == "missing":
-        return f"{source}: {loc!r} is required"
-    got = e.errors()[0].get("input")
-    shown = repr(got)
-    return f"{source}: invalid value for {loc!r}: {msg} (got {shown[:60]})"
+def format_validation_error(e: ValidationError, source: str = "config", *, from_file: set[str] | None = None,
+                            file: str | None = None) -> str:
+    """One line naming the flag (``--lr``) or the config-file key of the first error."""
+    return validation_message(e, DistillConfig, from_file=from_file, file=file)
 
 
 def build_config(
@@ -307,8 +302,6 @@ def build_config(
             hint=f"valid keys: {', '.join(sorted(DistillConfig.model_fields))}",
         )
     if merged.get("ipc") is None and merged.get("init"):
-        from gsdd_cli.sets.gsdfile import read_header
-
         merged["ipc"] = read_header(merged["init"]).ipc
     if merged.get("ipc") is None:
         merged["ipc"] = DEFAULT_IPC
@@ -319,9 +312,9 @@ def build_config(
     if merged.get("param") is not None:
         merged["param"] = param
     if param == "pixel":
-        given = [k for k in ("gpc", "points") if merged.get(k) is not None]
-        if given:
-            raise ConfigError(f"--{given[0]} applies to Gaussian sets; a pixel set (--param pixel) holds IPC "
+        gaussian_only = [k for k in ("gpc", "points") if merged.get(k) is not None]
+        if gaussian_only:
+            raise ConfigError(f"--{gaussian_only[0]} applies to Gaussian sets; a pixel set (--param pixel) holds IPC "
                               "images per class")
     algo = str(merged["algo"]).lower()
     if algo not in ALGORITHMS:
@@ -331,14 +324,10 @@ def build_config(
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
         raise ConfigError(f"--ipc must be a positive integer, got {ipc!r}")
     if info is None:
-        from gsdd_cli.data import dataset_info
-
         info = dataset_info(str(merged["dataset"]), merged.get("data_dir"))
     defaults = spec_defaults(str(merged["dataset"]), algo, ipc, info, param)
     if merged.get("init"):
         # an --init file fixes the budget split unless flags say otherwise (then distill() checks them)
-        from gsdd_cli.sets.gsdfile import read_header
-
         header = read_header(merged["init"])
         if header.parameterization != param:
             raise ConfigError(f"--init {merged['init']} is a {header.parameterization} set; this run distils a "
@@ -351,14 +340,13 @@ def build_config(
     try:
         cfg = DistillConfig.model_validate(final, strict=True)  # "3", 1.5 or true is not an int
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
+        from_file = {k for k in file_values if k not in given}
+        raise ConfigError(format_validation_error(e, from_file=from_file, file=str(config_file))) from None
     return _resolve_budget(cfg, info)
 
 
 def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> DistillConfig:
     """Fill gpc/points (exactly one may be given; points alone → the largest GPC that fits)."""
-    from gsdd_cli.sets.budget import make_plan, points_per_image
-
     k, c, h, w = info
     if cfg.param == "pixel":
         return cfg.model_copy(update={"gpc": cfg.ipc, "points": None})
@@ -376,6 +364,7 @@ def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> Dist
 
 __all__ = [
     "ALGORITHMS",
+    "SPEC",
     "DEFAULT_IPC",
     "PIXEL_MOMENTUM",
     "DistillConfig",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from gsdd_cli.core.errors import ConfigError, first_validation_error
-from gsdd_cli.data.augment import DSA_STRATEGY
+from gsdd_cli.core.options import build, data_dir_option, device_option, finite, option, out_option, seed_option
+from gsdd_cli.data.augment import DSA_STRATEGY, check_strategy
+from gsdd_cli.data.transforms import TRANSFORM_KINDS
 
 # settings that must agree between a folder's manifest and a run that adds to it
 COMPAT_KEYS = ("dataset", "model", "transform", "epochs", "lr", "momentum", "weight_decay", "batch", "dsa",
@@ -18,23 +19,40 @@ DIGITS_NUM, DIGITS_EPOCHS = 5, 10
 
 
 class ExpertsConfig(BaseModel):
+    """Everything an expert folder depends on (docs/distill.md); COMPAT_KEYS must agree on re-runs."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dataset: str
-    out: str
-    num: int = Field(DEFAULT_NUM, gt=0)
-    epochs: int = Field(DEFAULT_EPOCHS, gt=0)
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    batch: int = Field(256, gt=0)
-    model: str = "convnet"
-    transform: Optional[Literal["zca", "normalize", "none"]] = None
-    dsa: bool = True
-    dsa_strategy: str = DSA_STRATEGY
-    seed: int = 0
-    device: str = "auto"
-    data_dir: Optional[str] = None
+    dataset: str = option(..., "Dataset name (digits, cifar10, cifar100, imagenette, ...) or path.", argument=True)
+    out: str = out_option("Folder for the trajectories (expert_0000.safetensors, manifest.json).")
+    num: int = option(DEFAULT_NUM, "Number of experts (spec: 100; digits: 5). Under torchrun spell it "
+                      "--num-experts (torchrun takes --num for its own --numa-binding).",
+                      flags=("--num", "--num-experts"), default_text="", gt=0)
+    epochs: int = option(DEFAULT_EPOCHS, "Epochs per expert (spec: 50; digits: 10).", default_text="", gt=0)
+    lr: float = option(0.01, "SGD lr.", gt=0)
+    momentum: float = option(0.0, "SGD momentum.", cli=False, ge=0, lt=1)
+    weight_decay: float = option(0.0, "SGD weight decay.", cli=False, ge=0)
+    batch: int = option(256, "Batch size.", gt=0)
+    model: str = option("convnet", "Network (convnet: the distillation network).")
+    transform: Optional[Literal[TRANSFORM_KINDS]] = option(  # type: ignore[valid-type]
+        None, "zca, normalize or none (default: zca for CIFAR, else normalize).")
+    dsa: bool = option(True, "DSA augmentation on every batch.")
+    dsa_strategy: str = option(DSA_STRATEGY, "DSA op groups.", cli=False)
+    seed: int = seed_option("Seed (expert i is seeded from (seed, i)).")
+    device: str = device_option()
+    data_dir: Optional[str] = data_dir_option()
+
+    _finite = field_validator("lr", "momentum", "weight_decay")(finite)
+    _strategy = field_validator("dsa_strategy")(check_strategy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_by_dataset(cls, data: Any) -> Any:
+        """Unset num/epochs take the dataset's defaults (:func:`default_counts`)."""
+        if isinstance(data, dict) and data.get("dataset") is not None:
+            num, epochs = default_counts(data["dataset"])
+            data = {"num": num, "epochs": epochs, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
 
 def default_counts(dataset: str) -> tuple[int, int]:
@@ -44,16 +62,7 @@ def default_counts(dataset: str) -> tuple[int, int]:
 
 def make_experts_config(**kwargs) -> ExpertsConfig:
     """Build an :class:`ExpertsConfig` (``None`` values mean "default"); errors become ConfigError."""
-    given = {k: v for k, v in kwargs.items() if v is not None}
-    if "dataset" in given:
-        num, epochs = default_counts(given["dataset"])
-        given.setdefault("num", num)
-        given.setdefault("epochs", epochs)
-    try:
-        return ExpertsConfig(**given)
-    except ValidationError as e:
-        _, loc, msg = first_validation_error(e, "config")
-        raise ConfigError(f"invalid experts setting {loc}: {msg}") from None
+    return build(ExpertsConfig, {k: v for k, v in kwargs.items() if v is not None})
 
 
 __all__ = ["COMPAT_KEYS", "ExpertsConfig", "default_counts", "make_experts_config"]

@@ -5,12 +5,11 @@ docs/method.md §6 and docs/evaluation.md give the sources.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from gsdd_cli.core.errors import ConfigError, first_validation_error
+from gsdd_cli.core.options import build, device_option, finite, option, seed_option
 from gsdd_cli.data.augment import DSA_STRATEGY, check_strategy
 from gsdd_cli.models import MODELS
 
@@ -27,20 +26,23 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    arch: str = "convnet"
-    epochs: int = Field(1000, gt=0)
-    lr: Optional[float] = Field(None, gt=0)
-    batch_size: Optional[int] = Field(None, gt=0)
-    runs: Optional[int] = Field(None, gt=0)
-    seed: int = 0
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: Optional[float] = Field(None, ge=0)
-    optimizer: Literal["auto", "sgd", "adamw"] = "auto"
-    dsa: bool = True
-    dsa_strategy: str = DSA_STRATEGY
-    device: str = "auto"
-    eval_every: Optional[int] = Field(None, gt=0)
-    test_batch_size: int = Field(1000, gt=0)
+    arch: str = option("convnet", "Network: convnet (default), convnetd1..d6, alexnet, vgg11, resnet18, "
+                       "resnet18bn, vit.", default_text="")
+    epochs: int = option(1000, "Training epochs per network (MTT protocol: 1000).", default_text="", gt=0)
+    lr: Optional[float] = option(None, "Learning rate (default: the file's learned lr for TM, else 0.01; "
+                                 "cross-arch: per architecture).", gt=0)
+    batch_size: Optional[int] = option(None, "Batch size (default 256 for TM files, else 128).", gt=0)
+    runs: Optional[int] = option(None, "Networks to train (default 5; 3 for cross-architecture).", gt=0)
+    seed: int = seed_option()
+    momentum: float = option(0.9, "SGD momentum.", cli=False, ge=0, lt=1)
+    weight_decay: Optional[float] = option(None, "Weight decay (default: 5e-4 SGD, 0.05 AdamW).", cli=False, ge=0)
+    optimizer: Literal["auto", "sgd", "adamw"] = option("auto", "auto: SGD for ConvNets, AdamW otherwise.",
+                                                        cli=False)
+    dsa: bool = option(True, "DSA augmentation on every training batch.")
+    dsa_strategy: str = option(DSA_STRATEGY, "DSA op groups.", cli=False)
+    device: str = device_option()
+    eval_every: Optional[int] = option(None, "Test every N passes (default epochs // 2).", cli=False, gt=0)
+    test_batch_size: int = option(1000, "Test batch size.", cli=False, gt=0)
 
     @field_validator("arch")
     @classmethod
@@ -53,21 +55,12 @@ class EvalConfig(BaseModel):
     def _known_strategy(cls, v: str) -> str:
         return check_strategy(v)
 
-    @field_validator("lr")
-    @classmethod
-    def _finite_lr(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("lr must be finite")
-        return v
+    _finite = field_validator("lr", "momentum", "weight_decay")(finite)
 
 
 def make_eval_config(**kwargs: Any) -> EvalConfig:
     """Build an :class:`EvalConfig`, turning validation failures into one-line ConfigErrors."""
-    try:
-        return EvalConfig(**{k: v for k, v in kwargs.items() if v is not None})
-    except ValidationError as e:
-        _, loc, msg = first_validation_error(e, "config")
-        raise ConfigError(f"invalid evaluation setting {loc}: {msg}") from None
+    return build(EvalConfig, {k: v for k, v in kwargs.items() if v is not None})
 
 
 __all__ = ["ADAMW_WEIGHT_DECAY", "BASELINES", "CROSS_ARCH_DEFAULT_LR", "CROSS_ARCH_LR", "DEFAULT_LR",

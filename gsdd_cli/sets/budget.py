@@ -193,3 +193,24 @@ def is_paper_setting(
         (height, channels, classes, ipc, algorithm) in PAPER_GPC
         or (height, channels, classes, ipc, "tm") in PAPER_GPC
     )
+
+
+def plans_for(ipc: int, height: int, width: int, channels: int, classes: int, *, gpc: int | None = None,
+              points: int | None = None, algorithm: str = "tm") -> tuple[Plan, str, list[Plan]]:
+    """(chosen plan, where it comes from, plans to show): `gsdd budget`'s answer.
+
+    With neither ``gpc`` nor ``points`` the chosen plan is the paper's (or the heuristic's) GPC and
+    the alternatives follow it; with one of them it is the plan that this choice implies.
+    """
+    if gpc is not None and points is not None:
+        raise BudgetError("give at most one of --gpc and --points")
+    if gpc is None and points is None:
+        chosen = make_plan(ipc, height, width, channels, classes,
+                           gpc=recommended_gpc(ipc, height, width, channels, classes, algorithm))
+        source = "paper" if is_paper_setting(ipc, height, width, channels, classes, algorithm) else "heuristic"
+        others = [p for p in options(ipc, height, width, channels, classes) if p.gpc != chosen.gpc]
+        return chosen, source, [chosen, *others]
+    chosen = make_plan(ipc, height, width, channels, classes, gpc=gpc, points=points)
+    return chosen, "requested", [chosen]
+
+

@@ -359,3 +359,16 @@ def _pixel_images(path: Path, header: GsdHeader, pixels: torch.Tensor, labels: t
         raise GsdFormatError(f"{path}: stored pixels take {pixels.numel() * PIXEL_BYTES} bytes, header says "
                              f"{header.payload_bytes}")
     return PixelImages(pixels, labels)
+
+
+def file_info(path: Path | str) -> dict[str, Any]:
+    """A validated file's header as `gsdd info` shows it, with the image count, the budget use and
+    the share of dead Gaussians (None for pixel sets)."""
+    gsd = load_gsd(path)
+    h = gsd.header
+    data = h.model_dump()
+    data["num_images"] = h.num_images
+    data["utilisation"] = round(h.payload_bytes / h.budget_bytes, 6)
+    dead = gsd.images.dead_fraction()
+    data["dead_gaussians"] = None if dead is None else round(dead, 6)
+    return data

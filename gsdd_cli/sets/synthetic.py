@@ -20,7 +20,7 @@ Implementations: :class:`gsdd_cli.sets.gaussians.GaussianImages` and :class:`gsd
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -94,8 +94,50 @@ class SyntheticImages(nn.Module):
         return {n: p.detach().cpu().clone() for n, p in self.named_parameters()}
 
     def render_chunk(self, device: torch.device) -> int:
-        """Images per render call that keep memory bounded (``render_all`` in evaluate.py)."""
+        """Images per render call that keep memory bounded (training-time chunks; :func:`render_images` sizes its own)."""
         return 1024
 
 
-__all__ = ["PARAMETERIZATIONS", "SyntheticImages"]
+# ------------------------------------------------------------------------------ whole-set rendering
+# The dense CPU reference touches (Gaussians per image × H × W × 4 sub-samples) values per image;
+# chunks of this many keep its temporaries around a few hundred MB.
+_CPU_RENDER_BUDGET = 3e7
+_GPU_RENDER_CHUNK = 1024
+
+
+def render_chunk_size(images: Any, device: torch.device, scale: float = 1.0) -> int:
+    """Images per render call in :func:`render_images` (memory-bounded on the CPU)."""
+    if device.type == "cuda":
+        return _GPU_RENDER_CHUNK
+    points = int(getattr(images, "points", 1) or 1)  # pixel sets have no Gaussians per image
+    pixels = max(1, round(images.height * scale)) * max(1, round(images.width * scale))
+    return max(1, int(_CPU_RENDER_BUDGET // max(1, points * pixels * 4)))
+
+
+@torch.no_grad()
+def render_images(
+    images: Any,
+    *,
+    scale: float = 1.0,
+    backend: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Render every image of ``images`` (pixel space, float32) in memory-bounded chunks.
+
+    Rendering happens where ``images`` lives; ``on_progress(done, total)`` is called after each chunk.
+    Only the duck-typed interface is used (``render``, ``labels``, ``num_images``, ``height``,
+    ``width`` and, when present, ``points``).
+    """
+    device = images.labels.device
+    total = int(images.num_images)
+    chunk = render_chunk_size(images, device, scale)
+    out = []
+    for start in range(0, total, chunk):
+        idx = torch.arange(start, min(total, start + chunk), device=device)
+        out.append(images.render(idx, scale=scale, backend=backend).float())
+        if on_progress is not None:
+            on_progress(int(idx[-1]) + 1, total)
+    return torch.cat(out)
+
+
+__all__ = ["PARAMETERIZATIONS", "SyntheticImages", "render_chunk_size", "render_images"]

@@ -114,5 +114,5 @@ def test_ipc_defaults_to_10_and_pixel_settings():
         build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "pixel", "gpc": 4})
     with pytest.raises(ConfigError, match="param"):
         build_config("digits", flags={"algo": "dm", "ipc": 1, "param": "voxel"})
-    with pytest.raises(ConfigError, match="tm_memory"):
+    with pytest.raises(ConfigError, match="--tm-memory"):
         build_config("digits", flags={"algo": "tm", "ipc": 1, "tm_memory": "lots"})

@@ -140,7 +140,7 @@ def test_eval_flags(rb, work, args, needle):
 
 
 @pytest.mark.parametrize("args, needle", [(["--lr", "nan"], "lr"), (["--lr", "inf"], "lr"),
-                                          (["--stop-after", "0"], "stop-after"), (["--eval-epochs", "0"], "eval_epochs")])
+                                          (["--stop-after", "0"], "stop-after"), (["--eval-epochs", "0"], "--eval-epochs")])
 def test_distill_flags(rb, work, args, needle):
     before = rb.tree(work)
     rb.assert_clean_failure(rb.invoke("distill", work / "ds.npz", *rb.FAST_DISTILL, *args, "--out", work / "o.gsd"),

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Literal, Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from rich.table import Table
 
-from gsdd_cli.cli.common import (
-    BackendOpt,
-    DataDirOpt,
-    DeviceOpt,
-    JsonOpt,
-    QuietOpt,
-    SeedOpt,
-    handles_errors,
-    out,
-    print_json,
-)
+from gsdd_cli.cli.common import out, print_json
 from gsdd_cli.cli.console import make_progress
-from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.cli.options import command
+from gsdd_cli.core.options import OutputFlags, backend_option, data_dir_option, finite, option
+from gsdd_cli.data.transforms import TRANSFORM_KINDS
+from gsdd_cli.evaluate import evaluate_baseline, evaluate_gsd
+from gsdd_cli.evaluate.config import BASELINES, EvalConfig
+from gsdd_cuda import BACKENDS
 
 
 def _pct(v: float) -> str:
@@ -86,30 +81,67 @@ def _print_comparison(res) -> None:
         out.print(f"LRS needs both IOR and HLR: add {need}.", highlight=False)
 
 
-@handles_errors
-def eval_cmd(
-    file: Annotated[Optional[Path], typer.Argument(help="The distilled .gsd file to evaluate.")] = None,
-    arch: Annotated[str, typer.Option("--arch", help="Network: convnet (default), convnetd1..d6, alexnet, vgg11, resnet18, resnet18bn, vit.")] = "convnet",
-    runs: Annotated[Optional[int], typer.Option("--runs", help="Networks to train (default 5; 3 for cross-architecture).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per network (MTT protocol: 1000).")] = 1000,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the file's learned lr for TM, else 0.01; cross-arch: per architecture).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 256 for TM files, else 128).")] = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    data_dir: DataDirOpt = None,
-    backend: BackendOpt = "auto",
-    vs_random: Annotated[bool, typer.Option("--vs-random", help="Also train the same protocol on IPC random real images per class (IPC and transform from the file, a fresh subset per run) and report IOR = acc(distilled) − acc(random).")] = False,
-    full_acc: Annotated[Optional[float], typer.Option("--full-acc", help="Accuracy (percent) of the same network trained on the full training set; reports HLR = full − distilled, and LRS with --vs-random.")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Train on the full training set under the same protocol to get the HLR reference (slow; or give --full-acc).")] = False,
-    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Evaluate real images instead of a file: random-real (needs --ipc or --like) or full.")] = None,
-    like: Annotated[Optional[Path], typer.Option("--like", help="With --baseline: take dataset, IPC and transform from this .gsd file (a like-for-like baseline).")] = None,
-    ipc: Annotated[Optional[int], typer.Option("--ipc", help="Images per class for --baseline random-real.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name or path (required with --baseline unless --like; overrides the file's).")] = None,
-    transform: Annotated[Optional[str], typer.Option("--transform", help="Baseline transform: zca, normalize or none (default: the dataset's; --like: the file's).")] = None,
-    dsa_on: Annotated[bool, typer.Option("--dsa/--no-dsa", help="DSA augmentation on every training batch.")] = True,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+class EvalOptions(BaseModel):
+    """What `gsdd eval` evaluates (a file or a real-image baseline) and how it compares; the training
+    protocol's own settings are :class:`~gsdd_cli.evaluate.config.EvalConfig`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    file: Optional[str] = option(None, "The distilled .gsd file to evaluate.", argument=True)
+    data_dir: Optional[str] = data_dir_option()
+    backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
+    vs_random: bool = option(False, "Also train the same protocol on IPC random real images per class (IPC and "
+                             "transform from the file, a fresh subset per run) and report IOR = acc(distilled) − "
+                             "acc(random).")
+    full_acc: Optional[float] = option(None, "Accuracy (percent) of the same network trained on the full training "
+                                       "set; reports HLR = full − distilled, and LRS with --vs-random.")
+    full: bool = option(False, "Train on the full training set under the same protocol to get the HLR reference "
+                        "(slow; or give --full-acc).")
+    baseline: Optional[Literal[BASELINES]] = option(  # type: ignore[valid-type]
+        None, "Evaluate real images instead of a file: random-real (needs --ipc or --like) or full.")
+    like: Optional[str] = option(None, "With --baseline: take dataset, IPC and transform from this .gsd file "
+                                 "(a like-for-like baseline).")
+    ipc: Optional[int] = option(None, "Images per class for --baseline random-real.", gt=0)
+    dataset: Optional[str] = option(None, "Dataset name or path (required with --baseline unless --like; "
+                                    "overrides the file's).")
+    transform: Optional[Literal[TRANSFORM_KINDS]] = option(  # type: ignore[valid-type]
+        None, "Baseline transform: zca, normalize or none (default: the dataset's; --like: the file's).")
+
+    _finite = field_validator("full_acc")(finite)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "EvalOptions":
+        if self.file is not None and self.baseline is not None:
+            raise ValueError("give either a .gsd FILE or --baseline, not both")
+        if self.file is None and self.baseline is None:
+            raise ValueError("nothing to evaluate: give a .gsd FILE or --baseline random-real|full --dataset NAME")
+        if self.baseline is not None:
+            if self.vs_random or self.full or self.full_acc is not None:
+                raise ValueError("--vs-random, --full and --full-acc compare a .gsd FILE with baselines; "
+                                 "they do not apply to --baseline")
+            if self.like is not None and (self.ipc is not None or self.transform is not None):
+                raise ValueError("--like takes IPC and transform from the file; drop --ipc/--transform")
+            if self.like is None and self.dataset is None:
+                raise ValueError(f"--baseline {self.baseline} needs --dataset NAME (or a path to a .npz / image "
+                                 "folder), or --like FILE.gsd")
+            if self.like is None and self.baseline == "random-real" and self.ipc is None:
+                raise ValueError("--baseline random-real needs --ipc K (or --like FILE.gsd)")
+            return self
+        for name, why in (("ipc", "--ipc only applies to --baseline random-real (a .gsd file has its own)"),
+                          ("transform", "--transform only applies to --baseline (a .gsd file names its transform)"),
+                          ("like", "--like only applies to --baseline (it takes the settings of a .gsd file)")):
+            if getattr(self, name) is not None:
+                raise ValueError(why)
+        if self.full and self.full_acc is not None:
+            raise ValueError("give either --full (train on the full set) or --full-acc X, not both")
+        if self.full_acc is not None and not 1.0 < self.full_acc <= 100.0:
+            raise ValueError(f"--full-acc is a percentage in (1, 100], got {self.full_acc:g} (e.g. --full-acc 97.5 "
+                             "for 97.5 %)")
+        return self
+
+
+@command(EvalConfig, EvalOptions, OutputFlags)
+def eval_cmd(cfg: EvalConfig, opts: EvalOptions, flags: OutputFlags) -> None:
     """Evaluate a distilled set: train fresh networks on it, test on the real test set.
 
     \b
@@ -127,45 +159,7 @@ def eval_cmd(
       gsdd eval --baseline random-real --like digits.gsd
       gsdd eval --baseline random-real --dataset cifar10 --ipc 10
     """
-    from gsdd_cli.evaluate import BASELINES, evaluate_baseline, evaluate_gsd, make_eval_config
-
-    if file is not None and baseline is not None:
-        raise ConfigError("give either a .gsd FILE or --baseline, not both")
-    if file is None and baseline is None:
-        raise ConfigError("nothing to evaluate: give a .gsd FILE or --baseline random-real|full --dataset NAME")
-    if baseline is not None:
-        if baseline not in BASELINES:
-            raise ConfigError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
-        if vs_random or full or full_acc is not None:
-            raise ConfigError("--vs-random, --full and --full-acc compare a .gsd FILE with baselines; "
-                              "they do not apply to --baseline")
-        if like is not None:
-            if ipc is not None or transform is not None:
-                raise ConfigError("--like takes IPC and transform from the file; drop --ipc/--transform")
-        else:
-            if dataset is None:
-                raise ConfigError(f"--baseline {baseline} needs --dataset NAME (or a path to a .npz / image "
-                                  "folder), or --like FILE.gsd")
-            if baseline == "random-real" and ipc is None:
-                raise ConfigError("--baseline random-real needs --ipc K (or --like FILE.gsd)")
-        if ipc is not None and ipc < 1:
-            raise ConfigError(f"--ipc must be at least 1, got {ipc}")
-    else:
-        if ipc is not None:
-            raise ConfigError("--ipc only applies to --baseline random-real (a .gsd file has its own)")
-        if transform is not None:
-            raise ConfigError("--transform only applies to --baseline (a .gsd file names its transform)")
-        if like is not None:
-            raise ConfigError("--like only applies to --baseline (it takes the settings of a .gsd file)")
-        if full and full_acc is not None:
-            raise ConfigError("give either --full (train on the full set) or --full-acc X, not both")
-        if full_acc is not None and not 1.0 < full_acc <= 100.0:
-            raise ConfigError(f"--full-acc is a percentage in (1, 100], got {full_acc:g}",
-                              hint="e.g. --full-acc 97.5 for 97.5 %")
-    cfg = make_eval_config(arch=arch, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                           device=device, dsa=dsa_on)
-
-    with make_progress(quiet) as progress:
+    with make_progress(flags.quiet) as progress:
         tasks: dict[tuple[str, int], int] = {}
         names = {"": "run", "distilled": "distilled", "random-real": "random real", "full": "full set"}
 
@@ -181,18 +175,18 @@ def eval_cmd(
                 info += f" test {100 * step.test_acc:.1f}%"
             progress.update(tasks[key], completed=step.epoch, info=info)
 
-        if baseline is not None:
-            res = evaluate_baseline(dataset, baseline, ipc, cfg, data_dir=data_dir, transform=transform, like=like,
-                                    on_step=on_step)
+        if opts.baseline is not None:
+            res = evaluate_baseline(opts.dataset, opts.baseline, opts.ipc, cfg, data_dir=opts.data_dir,
+                                    transform=opts.transform, like=opts.like, on_step=on_step)
             shown_ipc = res.extra.get("ipc")
-            title = (f"baseline {baseline}" + (f" (ipc {shown_ipc})" if baseline == "random-real" else "")
-                     + f" on {res.dataset}" + (f", like {like}" if like is not None else ""))
+            title = (f"baseline {opts.baseline}" + (f" (ipc {shown_ipc})" if opts.baseline == "random-real" else "")
+                     + f" on {res.dataset}" + (f", like {opts.like}" if opts.like is not None else ""))
         else:
-            res = evaluate_gsd(file, cfg, data_dir=data_dir, backend=backend, on_step=on_step, dataset=dataset,
-                               vs_random=vs_random, full=full,
-                               full_accuracy=None if full_acc is None else full_acc / 100.0)
-            title = f"{file}"
-    if as_json:
+            res = evaluate_gsd(opts.file, cfg, data_dir=opts.data_dir, backend=opts.backend, on_step=on_step,
+                               dataset=opts.dataset, vs_random=opts.vs_random, full=opts.full,
+                               full_accuracy=None if opts.full_acc is None else opts.full_acc / 100.0)
+            title = f"{opts.file}"
+    if flags.as_json:
         print_json(res.model_dump())
     else:
         _print_result(res, title)

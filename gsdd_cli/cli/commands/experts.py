@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from gsdd_cli.cli.common import DataDirOpt, DeviceOpt, JsonOpt, QuietOpt, handles_errors, out, print_json
+from gsdd_cli.cli.common import out, print_json
 from gsdd_cli.cli.console import make_progress
+from gsdd_cli.cli.options import command
+from gsdd_cli.core.options import OutputFlags
+from gsdd_cli.distill.experts import train_experts
+from gsdd_cli.distill.experts_config import ExpertsConfig
 
 
-@handles_errors
-def experts(
-    dataset: str = typer.Argument(..., help="Dataset name (digits, cifar10, cifar100, imagenette, ...) or path."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the trajectories (expert_0000.safetensors, manifest.json)."),
-    num: Optional[int] = typer.Option(None, "--num", "--num-experts", help="Number of experts (spec: 100; digits: 5). Under torchrun spell it --num-experts (torchrun takes --num for its own --numa-binding)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per expert (spec: 50; digits: 10)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="SGD lr (0.01)."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Batch size (256)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Network (convnet: the distillation network)."),
-    transform: Optional[str] = typer.Option(None, "--transform", help="zca, normalize or none (default: zca for CIFAR, else normalize)."),
-    dsa: Optional[bool] = typer.Option(None, "--dsa/--no-dsa", help="DSA augmentation on every batch (on)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (expert i is seeded from (seed, i); 0)."),
-    device: DeviceOpt = "auto",
-    data_dir: DataDirOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@command(ExpertsConfig, OutputFlags)
+def experts(cfg: ExpertsConfig, flags: OutputFlags) -> None:
     """Train E networks on the real training set and record their parameters after every epoch.
 
     Re-running the command completes a folder (finished experts are skipped). Under
@@ -39,14 +26,8 @@ def experts(
       gsdd experts digits --out buffers/digits
       gsdd experts cifar10 --num 100 --epochs 50 --out buffers/cifar10
     """
-    from gsdd_cli.distill.experts import make_experts_config, train_experts
-
-    cfg = make_experts_config(
-        dataset=dataset, out=str(out_dir), num=num, epochs=epochs, lr=lr, batch=batch, model=model,
-        transform=transform, dsa=dsa, seed=seed, device=device, data_dir=str(data_dir) if data_dir else None,
-    )
     silent = int(os.environ.get("RANK", "0") or 0) != 0  # under torchrun only rank 0 reports
-    quiet = quiet or silent
+    quiet = flags.quiet or silent
     with make_progress(quiet) as progress:
         result = train_experts(cfg, expert_progress(progress))
     summary = {
@@ -56,10 +37,10 @@ def experts(
     }
     if silent:
         return
-    if as_json:
+    if flags.as_json:
         print_json(summary)
         return
-    table = Table(title=f"experts of {dataset} in {out_dir} ({cfg.epochs} epochs each)")
+    table = Table(title=f"experts of {cfg.dataset} in {cfg.out} ({cfg.epochs} epochs each)")
     table.add_column("expert", justify="right")
     table.add_column("status")
     table.add_column("test acc", justify="right")

@@ -2,41 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Literal, Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict
 
-from gsdd_cli.cli.common import (
-    BackendOpt,
-    DataDirOpt,
-    DeviceOpt,
-    JsonOpt,
-    QuietOpt,
-    handles_errors,
-    out,
-    print_json,
-)
+from gsdd_cli.api import SPACES
+from gsdd_cli.cli.common import out, print_json
 from gsdd_cli.cli.console import make_progress
+from gsdd_cli.cli.options import command
 from gsdd_cli.core.devices import resolve_device
-from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.core.options import OutputFlags, backend_option, data_dir_option, device_option, option, out_option
+from gsdd_cli.export import FORMATS, export_set
+from gsdd_cuda import BACKENDS
 
 
-@handles_errors
-def export_cmd(
-    file: Annotated[Path, typer.Argument(help="The .gsd file to export.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="pt | npz | imagefolder | ddranking (see below).")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output file (pt, npz) or folder (imagefolder, ddranking).")],
-    space: Annotated[Optional[str], typer.Option("--space", help="pt only: network (default; what networks train on) or pixel (the raw render).")] = None,
-    uint8: Annotated[bool, typer.Option("--uint8", help="npz only: store x_train as uint8 (clipped, rounded) instead of float32.")] = False,
-    with_test: Annotated[bool, typer.Option("--with-test", help="npz, imagefolder: copy the source dataset's test split, making the export a dataset gsdd can train and test on.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    backend: BackendOpt = "auto",
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+class ExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = option(..., "The .gsd file to export.", argument=True)
+    format: Literal[FORMATS] = option(..., "Output format (see below).", flags=("--format", "-f"))  # type: ignore[valid-type]
+    out: str = out_option("Output file (pt, npz) or folder (imagefolder, ddranking).")
+    space: Optional[Literal[SPACES]] = option(  # type: ignore[valid-type]
+        None, "pt only: network (default; what networks train on) or pixel (the raw render).")
+    uint8: bool = option(False, "npz only: store x_train as uint8 (clipped, rounded) instead of float32.")
+    with_test: bool = option(False, "npz, imagefolder: copy the source dataset's test split, making the export a "
+                             "dataset gsdd can train and test on.")
+    force: bool = option(False, "Replace a non-empty output folder.")
+    data_dir: Optional[str] = data_dir_option()
+    device: str = device_option()
+    backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
+
+
+@command(ExportOptions, OutputFlags)
+def export_cmd(opts: ExportOptions, flags: OutputFlags) -> None:
     """Export a distilled set to a format other tools read.
 
     \b
@@ -59,12 +58,7 @@ def export_cmd(
       gsdd export digits.gsd -f npz --with-test -o distilled.npz
       gsdd export c10.gsd --format ddranking --out c10-ddranking/
     """
-    from gsdd_cli.export import FORMATS, export_set
-
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
-    dev = resolve_device(device)
-    with make_progress(quiet) as progress:
+    with make_progress(flags.quiet) as progress:
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:
@@ -72,9 +66,10 @@ def export_cmd(
                 tasks[stage] = progress.add_task(stage, total=total, info="")
             progress.update(tasks[stage], completed=done)
 
-        res = export_set(file, fmt, out_path, space=space, uint8=uint8, with_test=with_test, force=force,
-                         device=dev, backend=backend, data_dir=data_dir, on_progress=on_progress)
-    if as_json:
+        res = export_set(opts.file, opts.format, opts.out, space=opts.space, uint8=opts.uint8,
+                         with_test=opts.with_test, force=opts.force, device=resolve_device(opts.device),
+                         backend=opts.backend, data_dir=opts.data_dir, on_progress=on_progress)
+    if flags.as_json:
         print_json(res.to_dict())
         return
     out.print(f"wrote {res.format} export of {res.num_images} images ({res.space} space) to {res.path}",

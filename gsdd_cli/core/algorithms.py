@@ -1,7 +1,7 @@
 """The distillation algorithms by name: the one list that flags, configs, `gsdd budget` and `gsdd init` read.
 
-Each entry names the module and class of a :class:`gsdd_cli.distill.method.Method`; the class is
-imported when it is first asked for, so reading the names costs nothing.
+Each entry names the module and class of a :class:`gsdd_cli.distill.method.Method` as text; the
+class is imported when it is first asked for, so this ground-floor list imports nothing above it.
 """
 
 from __future__ import annotations
