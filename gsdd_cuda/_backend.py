@@ -42,6 +42,7 @@ PKG_DIR = Path(__file__).resolve().parent
 _lock = threading.RLock()
 # Plain module globals (read by gsdd_cuda.ops.rasterize; torch.compile can guard on them).
 CPU_LOADED = False
+_on_load: list = []  # called after a library is loaded (gsdd_cuda.ops registers its fakes and autograd)
 CUDA_LOADED = False
 _reason: dict[str, str | None] = {"cpu": None, "cuda": None}  # why unavailable, once a load failed
 _origin: dict[str, str | None] = {"cpu": None, "cuda": None}  # where the kernels came from
@@ -217,9 +218,8 @@ def load(device="cpu") -> bool:
                 _load_cpu()
             else:
                 _load_cuda()
-            from gsdd_cuda import ops
-
-            ops.register()
+            for hook in _on_load:
+                hook()
         except Exception as exc:  # noqa: BLE001 - reported through unavailable_reason()
             _reason[kind] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return False
@@ -228,6 +228,12 @@ def load(device="cpu") -> bool:
         else:
             CUDA_LOADED = True
         return True
+
+
+def on_load(hook) -> None:
+    """Call ``hook()`` after each library load (once per device), before the load counts as done."""
+    if hook not in _on_load:
+        _on_load.append(hook)
 
 
 def is_available(device) -> bool:

@@ -8,7 +8,7 @@ variable ``GSDD_BACKEND`` overrides ``"auto"``.
   process and device) and uses the reference.
 * ``native`` requires the native kernels of the tensors' device; ``cuda`` additionally requires
   the tensors to be on a GPU. Neither falls back: they raise :class:`NativeUnavailableError`
-  (a :class:`~gsdd_cli.core.errors.CudaUnavailableError`, exit code 6).
+  (gsdd_cli reports it as a CudaUnavailableError, exit code 6).
 * ``reference`` is the pure-PyTorch oracle (:mod:`gsdd_cuda.reference`), any device.
 """
 
@@ -19,16 +19,13 @@ import sys
 
 import torch
 
-from gsdd_cli.core.errors import ConfigError, CudaUnavailableError
+from gsdd_cuda import _backend, ops
+from gsdd_cuda.errors import NativeUnavailableError, UnknownBackendError
 from gsdd_cuda.reference import rasterize_reference
 
 BACKENDS = ("auto", "native", "cuda", "reference")
 NATIVE_DEVICES = ("cpu", "cuda")
 _warned: set[str] = set()  # devices whose fallback to the reference was already reported
-
-
-class NativeUnavailableError(CudaUnavailableError):
-    """An explicit native/cuda backend was requested but its kernels cannot be used (exit code 6)."""
 
 
 def _fallback_notice(kind: str, reason: str) -> None:
@@ -45,18 +42,16 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         backend = os.environ.get("GSDD_BACKEND", "auto") or "auto"
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown renderer backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        raise UnknownBackendError(f"unknown renderer backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "reference":
         return backend
     kind = torch.device(device).type
     if backend == "auto":
         if kind not in NATIVE_DEVICES:
             return "reference"
-        import gsdd_cuda
-
-        if gsdd_cuda.is_available(kind):
+        if _backend.is_available(kind):
             return "native"
-        _fallback_notice(kind, gsdd_cuda.unavailable_reason(kind))
+        _fallback_notice(kind, _backend.unavailable_reason(kind))
         return "reference"
     if backend == "cuda" and kind != "cuda":
         raise NativeUnavailableError(
@@ -65,14 +60,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         )
     if kind not in NATIVE_DEVICES:
         raise NativeUnavailableError(f"no native renderer for device {device}; use --backend reference")
-    import gsdd_cuda
-
-    if not gsdd_cuda.is_available(kind):
+    if not _backend.is_available(kind):
         hint = ("build it with `GSDD_BUILD_CUDA=1 pip install --no-build-isolation -e .` on a machine with nvcc, "
                 "or use --backend reference") if kind == "cuda" else \
             "install a C++ compiler (g++) and ninja, or use --backend reference"
         raise NativeUnavailableError(
-            f"the native {kind.upper()} renderer is not available: {gsdd_cuda.unavailable_reason(kind)}", hint=hint
+            f"the native {kind.upper()} renderer is not available: {_backend.unavailable_reason(kind)}", hint=hint
         )
     return "native"
 
@@ -95,8 +88,6 @@ def rasterize(
     ``xy``'s dtype.
     """
     if resolve_backend(backend, xy.device) == "native":
-        from gsdd_cuda import ops
-
         return ops.rasterize(xy, chol, rgb, opacity, num_images, height, width, antialias=antialias)
     return rasterize_reference(xy, chol, rgb, opacity, num_images, height, width, antialias)
 

@@ -3,8 +3,8 @@
 The schemas live in C++ (``csrc/ops.cpp``: ``TORCH_LIBRARY(gsdd, m)``), with the CPU kernels; the
 CUDA kernels are a second library (``csrc/rasterize_{fwd,bwd}.cu``). :func:`register` attaches the
 fake (meta) kernels of the three ops and the autograd formula of the forward;
-:mod:`gsdd_cuda._backend` calls it once, right after the first library is loaded (the
-registrations need the schemas). Importing this module touches nothing.
+it is handed to :func:`gsdd_cuda._backend.on_load`, which calls it right after a library is loaded
+(the registrations need the schemas); the dependency runs one way, ops → _backend. Importing this module touches nothing.
 """
 
 from __future__ import annotations
@@ -112,5 +112,7 @@ def project(xy: torch.Tensor, chol: torch.Tensor, height: int, width: int, antia
     return torch.ops.gsdd.project.default(xy.to(dtype).contiguous(), chol.to(dtype).contiguous(),
                                           int(height), int(width), bool(antialias))
 
+
+_backend.on_load(register)
 
 __all__ = ["rasterize", "project", "register", "kernel_dtype"]

@@ -185,4 +185,17 @@ def rasterize_reference(
 
 
 
-__all__ = ["rasterize_reference", "project", "TILE", "ALPHA_MIN", "PIXEL_FILTER_VAR", "MIN_VAR"]
+# The twin of each op under the op's name (torch.ops.gsdd.rasterize_fwd / rasterize_bwd / project),
+# same arguments in the same order, so a test can call either side the same way.
+rasterize_fwd = rasterize_reference
+
+
+def rasterize_bwd(v_out, xy, chol, rgb, opacity, num_images: int, height: int, width: int, antialias: bool = True):
+    """The reference's gradients (v_xy, v_chol, v_rgb, v_opacity) for the upstream gradient ``v_out``."""
+    leaves = [t.detach().requires_grad_(True) for t in (xy, chol, rgb, opacity)]
+    with torch.enable_grad():
+        out = rasterize_fwd(*leaves, num_images, height, width, antialias)
+        return torch.autograd.grad(out, leaves, v_out, allow_unused=True)
+
+
+__all__ = ["rasterize_reference", "rasterize_fwd", "rasterize_bwd", "project", "TILE", "ALPHA_MIN", "PIXEL_FILTER_VAR", "MIN_VAR"]

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from gsdd_cuda.ops import rasterize
+
 KINDS = ("mixed", "realistic", "border", "offimage")
 
 
@@ -85,8 +87,6 @@ def sample_inputs(
 def forward_backward(inputs, v: torch.Tensor | None, num_images: int, height: int, width: int) -> list[torch.Tensor]:
     """The native forward and the four gradients for the upstream gradient ``v`` (None: of
     ``out.sum()``), computed on fresh leaf copies of ``inputs`` (so repeated calls are independent runs)."""
-    from gsdd_cuda import rasterize
-
     params = [t.clone().requires_grad_(True) for t in inputs]
     out = rasterize(*params, num_images, height, width)
     grads = torch.autograd.grad(out, params, v) if v is not None else torch.autograd.grad(out.sum(), params)
@@ -100,14 +100,4 @@ def assert_bitwise_equal(runs: list[list[torch.Tensor]]) -> None:
             assert a.cpu().numpy().tobytes() == z.cpu().numpy().tobytes()
 
 
-def backward_in_deterministic_mode(inputs, num_images: int, height: int, width: int) -> None:
-    """Forward and backward under ``torch.use_deterministic_algorithms(True)`` (raises if an op objects)."""
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        forward_backward(inputs, None, num_images, height, width)
-    finally:
-        torch.use_deterministic_algorithms(old)
-
-
-__all__ = ["sample_inputs", "KINDS", "forward_backward", "assert_bitwise_equal", "backward_in_deterministic_mode"]
+__all__ = ["sample_inputs", "KINDS", "forward_backward", "assert_bitwise_equal"]

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import typer
 
 from gsdd_cli.cli.console import err, out
-from gsdd_cli.core.errors import EXIT_CODES, GsddError
+from gsdd_cli.core.errors import EXIT_CODES, GsddError, from_rasterizer_error
 from gsdd_cli.core.outputs import dumps_json, fs_error
 
 
@@ -20,7 +20,11 @@ def report_error(e: GsddError) -> None:
 
 
 def as_gsdd_error(e: BaseException) -> GsddError | None:
-    """The typed error to report for ``e``: itself, an OSError as a FileSystemError, else None."""
+    """The typed error to report for ``e``: itself, a rasterizer error or an OSError as the typed
+    error it stands for, else None."""
+    rasterizer = from_rasterizer_error(e)
+    if rasterizer is not None:
+        return rasterizer
     if isinstance(e, GsddError):
         return e
     if isinstance(e, OSError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta
 from typing import Any
 
+from gsdd_cuda.errors import NativeUnavailableError, RasterizerError, UnknownBackendError
 
-class GsddError(Exception):
+
+class GsddError(Exception, metaclass=ABCMeta):  # ABCMeta: the rasterizer's errors register below
     """Base class of every error gsdd reports to a user. ``hint`` is an optional next step."""
 
     exit_code = 1
@@ -96,6 +99,19 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (10, "training diverged (NaN/Inf loss or parameter); last good checkpoint kept"),
     (130, "interrupted (Ctrl-C); distill saves a checkpoint for --resume"),
 )
+
+
+# gsdd_cuda sits below gsdd_cli and has its own errors; they count as these typed errors.
+ConfigError.register(UnknownBackendError)
+CudaUnavailableError.register(NativeUnavailableError)
+
+
+def from_rasterizer_error(e: BaseException) -> GsddError | None:
+    """The typed error (same message and hint, its exit code) for an error of gsdd_cuda, else None."""
+    if not isinstance(e, RasterizerError):
+        return None
+    kind = ConfigError if isinstance(e, UnknownBackendError) else CudaUnavailableError
+    return kind(str(e), hint=e.hint)
 
 
 def first_line(e: BaseException, limit: int = 100) -> str:

@@ -7,23 +7,13 @@ only; the CLI lives in gsdd_cli.cli.commands.
     result = distill(cfg)
 """
 
-from gsdd_cli.distill.config import ALGORITHMS, DistillConfig, build_config, spec_defaults
-from gsdd_cli.distill.experts import (
-    ExpertBuffers,
-    ExpertsConfig,
-    ExpertsResult,
-    ExpertStep,
-    make_experts_config,
-    train_experts,
-)
-from gsdd_cli.distill.loop import (
-    DistillInterrupted,
-    DistillResult,
-    DistillStep,
-    distill,
-    load_checkpoint,
-    run_paths,
-)
+from gsdd_cli.core.algorithms import ALGORITHMS
+from gsdd_cli.distill.config import DistillConfig, build_config, spec_defaults
+from gsdd_cli.distill.experts import ExpertBuffers, ExpertsResult, ExpertStep, train_experts
+from gsdd_cli.distill.experts_config import ExpertsConfig, make_experts_config
+from gsdd_cli.distill.checkpoint import load_checkpoint
+from gsdd_cli.distill.loop import DistillInterrupted, DistillResult, DistillStep, distill
+from gsdd_cli.distill.runlog import run_paths
 
 __all__ = [
     "ALGORITHMS",

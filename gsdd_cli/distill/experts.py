@@ -18,15 +18,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from gsdd_cli.data.augment import DSA_STRATEGY
 from gsdd_cli.distill.common import (
     DistInfo,
     barrier,
@@ -36,7 +34,7 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-from gsdd_cli.core.errors import ConfigError, DivergenceError, first_validation_error
+from gsdd_cli.core.errors import ConfigError, DivergenceError
 from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 
 MANIFEST = "manifest.json"

@@ -1,6 +1,7 @@
 """The distillation run: setup, the iteration loop, evaluation, logging, checkpoint/resume, output.
 
-Files next to the output ``X.gsd``:
+Files next to the output ``X.gsd`` (paths and log: :mod:`gsdd_cli.distill.runlog`; checkpoint:
+:mod:`gsdd_cli.distill.checkpoint`):
 
 - ``X.gsd.config.json``  the resolved configuration (written at the start);
 - ``X.gsd.log.jsonl``    one JSON record per line: ``start``, ``iter`` (losses, seconds per iteration,
@@ -24,17 +25,11 @@ on GPU up to the non-determinism of atomics in the CUDA backward).
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
-import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -49,11 +44,10 @@ from gsdd_cli.distill.common import (
     init_distributed,
     rank_device,
     shutdown_distributed,
-    rng_state,
     seed_everything,
     set_rng_state,
 )
-from gsdd_cli.distill.config import RUN_CONTROL_FIELDS, DistillConfig
+from gsdd_cli.distill.config import DistillConfig
 from gsdd_cli.distill.params import (
     attach_real_data,
     images_from_state,
@@ -63,42 +57,16 @@ from gsdd_cli.distill.params import (
     prepare,
     stand_in_images,
 )
-from gsdd_cli.core.errors import CheckpointError, ConfigError, DivergenceError, FileSystemError, GsddError
+from gsdd_cli.core.errors import ConfigError, DivergenceError, FileSystemError, GsddError
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
 from gsdd_cli.core.outputs import (
-    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
-    check_output_file,
-    dumps_json,
-    fs_error,
     remove_quietly,
 )
 from gsdd_cli.sets.synthetic import SyntheticImages
-
-CHECKPOINT_FORMAT = "gsdd-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: sha256 checksum of the content, last_loss
-# Settings --resume may change beyond RUN_CONTROL_FIELDS: a lower lr after a divergence.
-RESUME_ADJUSTABLE = RUN_CONTROL_FIELDS | {"lr", "lr_img"}
-
-
-def _methods() -> dict[str, type]:
-    from gsdd_cli.distill.dc import GradientMatching
-    from gsdd_cli.distill.dm import DistributionMatching
-    from gsdd_cli.distill.tm import TrajectoryMatching
-
-    return {"dm": DistributionMatching, "dc": GradientMatching, "tm": TrajectoryMatching}
-
-
-def run_paths(out: Path | str) -> dict[str, Path]:
-    out = Path(out)
-    return {
-        "out": out,
-        "config": out.with_name(out.name + ".config.json"),
-        "log": out.with_name(out.name + ".log.jsonl"),
-        "checkpoint": out.with_name(out.name + ".ckpt"),
-    }
-
+from gsdd_cli.core.algorithms import get_algorithm
+from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
+from gsdd_cli.distill.runlog import RunLog, SigintFlag, check_run_outputs, run_paths
 
 @dataclass
 class DistillStep:
@@ -112,23 +80,6 @@ class DistillStep:
     render_share: float  # fraction of it spent in the forward render + transform
     eval_mean: Optional[float] = None
     eval_std: Optional[float] = None
-
-
-def check_run_outputs(cfg: DistillConfig, inputs: Mapping[str, Any] | None = None) -> None:
-    """Refuse, before any work, outputs that cannot be written or that name an input.
-
-    Checks ``cfg.out`` and its config, log and checkpoint files against the dataset (when it is a
-    path), ``--init``, ``--buffers`` and ``inputs`` (label → path, e.g. ``{"--config": path}``).
-    """
-    from gsdd_cli.data import dataset_path
-
-    if not cfg.out:
-        raise ConfigError("no output file: give --out FILE.gsd")
-    ins = {"DATASET": dataset_path(cfg.dataset), "--init": cfg.init, "--buffers": cfg.buffers, **(inputs or {})}
-    paths = run_paths(cfg.out)
-    check_output_file(paths["out"], "--out", ins)
-    for key in ("config", "log", "checkpoint"):
-        check_output_file(paths[key], f"{key} file", ins)
 
 
 @dataclass
@@ -154,204 +105,6 @@ class DistillInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted after iteration {iteration}")
         self.checkpoint = checkpoint
         self.iteration = iteration
-
-
-class _SigintFlag:
-    """First Ctrl-C: set a flag (the loop finishes the iteration, saves, stops). Second: raise."""
-
-    def __init__(self, notify: Callable[[str], None] | None):
-        self.flag = False
-        self.notify = notify
-        self.previous = None
-
-    def __enter__(self) -> "_SigintFlag":
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
-        if self.notify:
-            self.notify("interrupt: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-def _digest(h: Any, obj: Any) -> None:
-    """Feed a canonical encoding of ``obj`` (nested dicts/lists of tensors and scalars) into ``h``."""
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, dict):
-        h.update(f"D{len(obj)}".encode())
-        for k in sorted(obj, key=repr):
-            h.update(f"K{k!r}".encode())
-            _digest(h, obj[k])
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"L{len(obj)}".encode())
-        for v in obj:
-            _digest(h, v)
-    else:
-        h.update(f"S{type(obj).__name__}:{obj!r}".encode())
-
-
-def checkpoint_checksum(state: dict) -> str:
-    """sha256 (hex) of everything in a checkpoint except its ``checksum`` entry."""
-    h = hashlib.sha256()
-    _digest(h, {k: v for k, v in state.items() if k != "checksum"})
-    return h.hexdigest()
-
-
-def _capture(images: SyntheticImages, optimizer: torch.optim.Optimizer, method, *, copy_state: bool) -> dict:
-    """The trainable state (copies when ``copy_state``: a snapshot that later steps do not change)."""
-    opt, meth = optimizer.state_dict(), method.state_dict()
-    if copy_state:
-        opt, meth = copy.deepcopy(opt), copy.deepcopy(meth)
-    return {
-        "images": images.state_tensors(),
-        "labels": images.labels.detach().clone(),
-        "optimizer": opt,
-        "method": meth,
-    }
-
-
-def _write_checkpoint(path: Path, cfg: DistillConfig, captured: dict, *, iteration: int, elapsed: float,
-                      init: dict, last_loss: Optional[float]) -> Path:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "iteration": int(iteration),
-        "config": cfg.model_dump(mode="json"),
-        "images": {a: t.cpu() for a, t in captured["images"].items()},
-        "labels": captured["labels"].cpu(),
-        "optimizer": captured["optimizer"],
-        "method": captured["method"],
-        "rng": rng_state(),
-        "elapsed": float(elapsed),
-        "init": init,
-        "last_loss": last_loss,
-    }
-    state["checksum"] = checkpoint_checksum(state)
-    buf = io.BytesIO()
-    torch.save(state, buf)  # serialised in memory: a full disk surfaces as OSError in the write
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: SyntheticImages,
-                    optimizer: torch.optim.Optimizer, method, elapsed: float, init: dict,
-                    last_loss: Optional[float] = None) -> Path:
-    """Write the current state atomically as a checkpoint (with its checksum)."""
-    return _write_checkpoint(path, cfg, _capture(images, optimizer, method, copy_state=False),
-                             iteration=iteration, elapsed=elapsed, init=init, last_loss=last_loss)
-
-
-_RESTART_HINT = "delete it and run without --resume to start afresh"
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Read and verify a checkpoint (format, version, checksum); one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no checkpoint {path} to resume from",
-                          hint="run without --resume to start afresh (checkpoints are written with --save-every and on Ctrl-C)")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise fs_error(e, path, "read") from None
-    if not data:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)", hint=_RESTART_HINT)
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({detail})", hint=_RESTART_HINT) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a gsdd checkpoint", hint=_RESTART_HINT)
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {state.get('version')}, this gsdd reads {CHECKPOINT_VERSION}",
-                              hint=_RESTART_HINT)
-    try:
-        ok = state.get("checksum") == checkpoint_checksum(state)
-    except Exception:  # a structure the digest cannot walk is corrupt as well
-        ok = False
-    if not ok:
-        raise CheckpointError(f"checkpoint {path} is corrupted (its content does not match its checksum)",
-                              hint=_RESTART_HINT)
-    return state
-
-
-def _check_resume_config(cfg: DistillConfig, saved: dict, path: Path) -> None:
-    now = cfg.model_dump(mode="json")
-    for key in sorted(now):
-        if key in RESUME_ADJUSTABLE:
-            continue
-        if now[key] != saved.get(key):
-            raise ConfigError(
-                f"cannot resume from {path}: {key} was {saved.get(key)!r}, now {now[key]!r}",
-                hint="resume with the same settings (only iterations, lr, eval/save/log frequency, device "
-                "and backend may change), or run without --resume",
-            )
-
-
-# ------------------------------------------------------------------------------------------- log
-class _Log:
-    """The JSONL run log (strict JSON: a non-finite number is written as null). OSError →
-    FileSystemError."""
-
-    def __init__(self, path: Path | None, resume_from: int | None):
-        self.path = path
-        self.f = None
-        if path is None:
-            return
-        try:
-            if resume_from is not None and path.is_file():
-                kept = []
-                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and rec.get("iteration", 0) <= resume_from and rec.get("event") != "end":
-                        kept.append(line)
-                atomic_write_text(path, "".join(k + "\n" for k in kept))
-                self.f = open(path, "a", encoding="utf-8")
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.f = open(path, "w", encoding="utf-8")
-        except OSError as e:
-            raise fs_error(e, path) from None
-
-    def write(self, record: dict) -> None:
-        if self.f is not None:
-            try:
-                self.f.write(dumps_json(record, default=_json_default) + "\n")
-                self.f.flush()
-            except OSError as e:
-                raise fs_error(e, self.path) from None
-
-    def close(self) -> None:
-        if self.f is not None:
-            try:
-                self.f.close()
-            except OSError:
-                pass
-            self.f = None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -417,7 +170,7 @@ def _run(
         ckpt = load_checkpoint(paths["checkpoint"])
         if cfg.tm_memory == "auto":  # keep the mode the run resolved to (modes agree only to rounding)
             cfg = cfg.model_copy(update={"tm_memory": ckpt["config"].get("tm_memory", "full")})
-        _check_resume_config(cfg, ckpt["config"], paths["checkpoint"])
+        check_resume_config(cfg, ckpt["config"], paths["checkpoint"])
         if cfg.iterations < int(ckpt["iteration"]):
             raise ConfigError(f"--iterations {cfg.iterations} is below the {ckpt['iteration']} iterations the "
                               f"checkpoint {paths['checkpoint']} already has",
@@ -444,7 +197,7 @@ def _run(
     ctx = make_context(cfg, device, images, transform, ds, dinfo)
     optimizer = ctx.optimizer
     attach_real_data(ctx, ds)
-    method = _methods()[cfg.algo](ctx)
+    method = get_algorithm(cfg.algo).load()(ctx)
     method.memory_plan = memory_plan
     start_it = 0
     elapsed_before = 0.0
@@ -461,7 +214,7 @@ def _run(
     if main:  # setup succeeded: now the side files appear
         side["created"] += [paths["config"], paths["log"]]
         atomic_write_json(paths["config"], cfg.model_dump(mode="json"))
-    log = _Log(paths["log"] if main else None, start_it if ckpt is not None else None)
+    log = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
                "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
                "memory": getattr(method, "memory_plan", None),
@@ -481,8 +234,8 @@ def _run(
         """Save the live state (or a ``captured`` snapshot) as the checkpoint of iteration ``done``."""
         nonlocal last_saved
         if main:
-            _write_checkpoint(
-                paths["checkpoint"], cfg, captured or _capture(images, optimizer, method, copy_state=False),
+            write_checkpoint(
+                paths["checkpoint"], cfg, captured or capture_state(images, optimizer, method, copy_state=False),
                 iteration=done, init=init_info,
                 elapsed=elapsed if elapsed is not None else elapsed_before + time.perf_counter() - t_loop,
                 last_loss=last_loss if captured is not None else result.final_loss,
@@ -515,10 +268,10 @@ def _run(
     done = start_it
     consistent = True
     try:
-        with _SigintFlag(notify) as sigint:
+        with SigintFlag(notify) as sigint:
             for it in range(start_it, total):
                 # the last good state, kept in memory so that a divergence can still save it
-                snapshot = ({"captured": _capture(images, optimizer, method, copy_state=True),
+                snapshot = ({"captured": capture_state(images, optimizer, method, copy_state=True),
                              "elapsed": elapsed_before + time.perf_counter() - t_loop,
                              "last_loss": result.final_loss} if main else None)
                 consistent = False
@@ -591,7 +344,7 @@ def _run(
             save_gsd(paths["out"], images, header)
         except FileSystemError as e:  # e.g. a full disk: keep the result as a checkpoint if at all possible
             try:  # (no barrier here: only the main rank writes the output)
-                _write_checkpoint(paths["checkpoint"], cfg, _capture(images, optimizer, method, copy_state=False),
+                write_checkpoint(paths["checkpoint"], cfg, capture_state(images, optimizer, method, copy_state=False),
                                   iteration=done, init=init_info, elapsed=result.seconds, last_loss=result.final_loss)
                 side["checkpoint_written"] = True
                 e.hint = (f"the finished state is saved in {paths['checkpoint']}: make room, then run the same "
@@ -657,7 +410,4 @@ __all__ = [
     "DistillResult",
     "DistillStep",
     "distill",
-    "load_checkpoint",
-    "run_paths",
-    "save_checkpoint",
 ]

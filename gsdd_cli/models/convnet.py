@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.models._api import MODELS
 
 NET_WIDTH = 128
 
@@ -61,8 +62,6 @@ class ConvNet(nn.Module):
 
 
 def _register_convnets() -> None:
-    from gsdd_cli.models import MODELS
-
     @MODELS.register("convnet")
     def convnet(channels: int, num_classes: int, height: int, width: int) -> nn.Module:
         return ConvNet(channels, num_classes, height, width, default_convnet_depth(height, width))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsdd_cli.core.errors import ConfigError
-from gsdd_cli.models import MODELS
+from gsdd_cli.models._api import MODELS
 from gsdd_cli.models.convnet import instance_norm
 
 

@@ -106,8 +106,8 @@ def test_cache_folders_name_their_inputs(monkeypatch, tmp_path):
 def test_auto_falls_back_with_one_line_and_explicit_native_raises(monkeypatch, capsys):
     from gsdd_cuda import dispatch as render
 
-    monkeypatch.setattr(gsdd_cuda, "is_available", lambda device: False)
-    monkeypatch.setattr(gsdd_cuda, "unavailable_reason", lambda device: "no C++ compiler (c++) found")
+    monkeypatch.setattr(render._backend, "is_available", lambda device: False)
+    monkeypatch.setattr(render._backend, "unavailable_reason", lambda device: "no C++ compiler (c++) found")
     monkeypatch.setattr(render, "_warned", set())
     monkeypatch.delenv("GSDD_BACKEND", raising=False)
     cpu = torch.device("cpu")

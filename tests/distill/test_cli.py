@@ -76,29 +76,29 @@ def test_distill_cli_errors(tmp_path):
 
 def test_distill_cli_interrupt_exit_code(tmp_path, monkeypatch):
     import gsdd_cli.distill.loop as loop
+    from gsdd_cli.core.algorithms import get_algorithm
 
     out = tmp_path / "i.gsd"
-    original = loop._methods
+    base = get_algorithm("dm").load()
 
-    def interrupting():
-        methods = original()
-        base = methods["dm"]
+    class Interrupting(base):
+        def step(self, iteration):
+            metrics = super().step(iteration)
+            if iteration == 1:
+                raise KeyboardInterrupt  # as a second Ctrl-C mid-run would
+            return metrics
 
-        class Interrupting(base):
-            def step(self, iteration):
-                metrics = super().step(iteration)
-                if iteration == 1:
-                    raise KeyboardInterrupt  # as a second Ctrl-C mid-run would
-                return metrics
+    class Entry:
+        @staticmethod
+        def load():
+            return Interrupting
 
-        return {**methods, "dm": Interrupting}
-
-    monkeypatch.setattr(loop, "_methods", interrupting)
+    monkeypatch.setattr(loop, "get_algorithm", lambda name: Entry)
     res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
                "--save-every", "1", "--out", str(out), *FAST)
     assert res.exit_code == 130, res.output
     assert "--resume" in res.output and "i.gsd.ckpt" in res.output
-    monkeypatch.setattr(loop, "_methods", original)
+    monkeypatch.setattr(loop, "get_algorithm", get_algorithm)
     res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
                "--save-every", "1", "--out", str(out), "--resume", *FAST)
     assert res.exit_code == 0, res.output and out.exists()

@@ -121,7 +121,7 @@ def test_damaged_checkpoint(rb, work, damage, needle):
 
 def test_checkpoint_round_trip_verifies(rb, work):
     from gsdd_cli.distill import load_checkpoint
-    from gsdd_cli.distill.loop import checkpoint_checksum
+    from gsdd_cli.distill.checkpoint import checkpoint_checksum
 
     _, ckpt = _checkpointed(rb, work)
     state = load_checkpoint(ckpt)

@@ -21,7 +21,7 @@ from gsdd_cli.distill import DistillInterrupted, build_config
 from gsdd_cli.distill import distill as run_distill
 from gsdd_cli.distill.config import DistillConfig
 from gsdd_cli.distill.experts import ensure_experts
-from gsdd_cli.distill.loop import check_run_outputs
+from gsdd_cli.distill.runlog import check_run_outputs
 from gsdd_cli.distill.memory import fmt_bytes
 
 

@@ -238,3 +238,20 @@ def test_clamp_boundaries_pass_no_gradient():
     v_all = torch.ones(1, 1, 16, 16, dtype=torch.float64)
     img = rasterize_reference(xy, chol, rgb, below, 1, 16, 16, antialias=False)
     assert torch.autograd.grad(img, chol, v_all)[0][0, 0].item() == 0.0
+
+
+def test_the_twin_has_the_ops_names_and_agrees_with_them():
+    """gsdd_cuda.reference.rasterize_fwd / rasterize_bwd take the ops' arguments and give their values."""
+    import gsdd_cuda
+    from gsdd_cuda import reference
+    from gsdd_cuda.testing import sample_inputs
+
+    if not gsdd_cuda.is_available("cpu"):
+        pytest.skip("native CPU kernels unavailable")
+    xy, chol, rgb, opacity = (t.double() for t in sample_inputs("cpu", 2, 6, 3, 16, 16, seed=5))
+    args = (xy, chol, rgb, opacity, 2, 16, 16, True)
+    native = torch.ops.gsdd.rasterize_fwd.default(*args)
+    torch.testing.assert_close(reference.rasterize_fwd(*args), native, atol=1e-9, rtol=1e-7)
+    v = torch.randn_like(native)
+    for ours, theirs in zip(reference.rasterize_bwd(v, *args), torch.ops.gsdd.rasterize_bwd.default(v, *args)):
+        torch.testing.assert_close(ours, theirs, atol=1e-7, rtol=1e-5)
