@@ -14,10 +14,31 @@ registration and the native-only call, ``reference.py`` the twin, ``dispatch.py`
 
 from __future__ import annotations
 
-from gsdd_cuda._backend import is_available, unavailable_reason
-from gsdd_cuda.dispatch import BACKENDS, rasterize, rasterize_reference, resolve_backend
-from gsdd_cuda.errors import NativeUnavailableError, RasterizerError, UnknownBackendError
-from gsdd_cuda.ops import project
+import importlib
+from typing import Any
 
-__all__ = ["is_available", "unavailable_reason", "rasterize", "project", "BACKENDS", "NativeUnavailableError",
-           "rasterize_reference", "resolve_backend", "RasterizerError", "UnknownBackendError"]
+# Names are loaded on first use (PEP 562), so `gsdd_cuda.errors` can be imported without torch.
+# Every name goes through `dispatch`, which imports `ops`, so the ops' registrations are in place
+# before any library is loaded.
+_NAMES = {
+    "rasterize": "dispatch", "resolve_backend": "dispatch", "BACKENDS": "dispatch", "rasterize_reference": "dispatch",
+    "is_available": "_backend", "unavailable_reason": "_backend", "project": "ops",
+    "NativeUnavailableError": "errors", "RasterizerError": "errors", "UnknownBackendError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _NAMES.get(name)
+    if where is None:
+        raise AttributeError(f"module 'gsdd_cuda' has no attribute {name!r}")
+    importlib.import_module("gsdd_cuda.dispatch")
+    value = getattr(importlib.import_module(f"gsdd_cuda.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))
+
+
+__all__ = list(_NAMES)
