@@ -17,10 +17,6 @@ folder and renamed into place, so an interrupted export never leaves a half-writ
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +27,10 @@ import torch
 from gsdd_cli import __version__
 from gsdd_cli.api import DistilledSet, check_space, load
 from gsdd_cli.core.errors import ConfigError
-from gsdd_cli.sets.gsdfile import atomic_write
+from gsdd_cli.core.outputs import atomic_write, dumps_json, replace_dir
+from gsdd_cli.data.augment import DSAParams
+from gsdd_cli.evaluate import DEFAULT_LR, EvalConfig, file_sha256, resolve_settings
+from gsdd_cli.models import default_convnet_depth
 
 FORMATS = ("pt", "npz", "imagefolder", "ddranking")
 SPACES_BY_FORMAT = {
@@ -45,9 +44,11 @@ PNG_NOTE = "PNG clips values to [0, 1] and quantizes them to 8 bits; the .gsd (o
 EXPORT_FORMAT_VERSION = 1
 # DD-Ranking's names for the datasets it has built in
 DDRANKING_DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-# Our DSA defaults (docs/method.md §5.5) under DD-Ranking's aug_params keys
-DDRANKING_DSA = {"flip": 0.5, "rotate": 15.0, "saturation": 2.0, "brightness": 1.0, "contrast": 0.5,
-                 "scale": 1.2, "crop": 0.125, "cutout": 0.5}
+# DD-Ranking's aug_params keys → our DSA parameters (data/augment.py DSAParams: the DSA paper's values)
+_DSA = DSAParams()
+DDRANKING_DSA = {"flip": _DSA.flip_prob, "rotate": _DSA.rotate_degrees, "saturation": _DSA.saturation,
+                 "brightness": _DSA.brightness, "contrast": _DSA.contrast, "scale": _DSA.scale_ratio,
+                 "crop": _DSA.crop_pad_ratio, "cutout": _DSA.cutout_ratio}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -84,16 +85,12 @@ def transform_record(s: DistilledSet, tensors: bool = True) -> dict[str, Any]:
 
 def eval_lr(s: DistilledSet) -> tuple[float, str]:
     """The lr ``gsdd eval`` trains a ConvNet on this set with: the learned one, else the protocol's."""
-    from gsdd_cli.evaluate import DEFAULT_LR
-
     if s.syn_lr is not None:
         return float(s.syn_lr), "learned"
     return DEFAULT_LR, "protocol default"
 
 
 def _meta(s: DistilledSet, fmt: str, space: str) -> dict[str, Any]:
-    from gsdd_cli.evaluate import file_sha256
-
     c, h, w = s.shape
     return {
         "format": f"gsdd-export-{fmt}",
@@ -125,34 +122,9 @@ def _check_out(s: DistilledSet, out: Path, folder: bool, force: bool) -> None:
         raise ConfigError(f"--out {out} is a folder; this format writes one file")
 
 
-def _write_folder(out: Path, build: Callable[[Path], None]) -> None:
-    """Build the folder in a temporary sibling, then move it into place (replacing ``out``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        build(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "replaced")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_json(path: Path, obj: Any) -> None:
     """Plain write: only used inside a temporary folder that is renamed into place as a whole."""
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    path.write_text(dumps_json(obj, indent=2, sort_keys=False) + "\n")
 
 
 def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
@@ -247,19 +219,16 @@ def _export_imagefolder(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Te
             files.extend(_save_pngs(tmp, "test", ds.x_test, ds.y_test, folders, on_progress))
         _write_json(tmp / SIDECAR, meta)
 
-    _write_folder(out, build)
+    replace_dir(out, build)
     return [SIDECAR, "train/"] + (["test/"] if with_test else [])
 
 
 def ddranking_config(s: DistilledSet) -> dict[str, Any]:
     """Keyword arguments for DD-Ranking's ``LabelRobustScoreHard`` matching gsdd's protocol, plus
     ``syn_lr`` (an argument of ``compute_metrics``, not of the constructor)."""
-    from gsdd_cli.evaluate import SGD_WEIGHT_DECAY
-    from gsdd_cli.models import default_convnet_depth
-
     c, h, w = s.shape
     lr, _ = eval_lr(s)
-    epochs = 1000
+    st = resolve_settings(EvalConfig(arch="convnet"), s.algorithm, s.syn_lr)  # gsdd eval's own protocol
     return {
         "dataset": DDRANKING_DATASETS.get(s.header.dataset.lower(), s.header.dataset),
         "ipc": s.ipc,
@@ -268,14 +237,14 @@ def ddranking_config(s: DistilledSet) -> dict[str, Any]:
         "use_zca": s.header.transform == "zca",
         "data_aug_func": "dsa",
         "aug_params": dict(DDRANKING_DSA),
-        "optimizer": "sgd",
+        "optimizer": st.optimizer,
         "lr_scheduler": "step",
-        "step_size": epochs // 2,
-        "weight_decay": SGD_WEIGHT_DECAY,
-        "momentum": 0.9,
-        "num_epochs": epochs,
-        "syn_batch_size": 256 if s.algorithm.lower() == "tm" else 128,
-        "num_eval": 5,
+        "step_size": st.epochs // 2,
+        "weight_decay": st.weight_decay,
+        "momentum": st.momentum,
+        "num_epochs": st.epochs,
+        "syn_batch_size": st.batch_size,
+        "num_eval": st.runs,
         "eval_full_data": True,
         "syn_lr": lr,
     }
@@ -324,7 +293,7 @@ def _export_ddranking(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tens
 
     if s.header.transform == "zca":
         files.insert(3, "zca.pt")
-    _write_folder(out, build)
+    replace_dir(out, build)
     return files
 
 

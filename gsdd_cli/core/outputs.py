@@ -398,8 +398,38 @@ class StagedDir:
             self.discard()
 
 
+def replace_dir(target: PathLike, build: Callable[[Path], Any]) -> Path:
+    """Build a whole folder with ``build(tmp)`` in a hidden sibling, then put it in place of ``target``
+    (an existing ``target`` is replaced as a whole). On any failure ``target`` is untouched and
+    nothing is left behind. Folder mode follows the umask (:func:`dir_mode`)."""
+    t = Path(target)
+    try:
+        make_dirs(t.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(t.name), suffix=".tmp", dir=t.parent))
+    except OSError as e:
+        raise fs_error(e, t, "write folder") from None
+    try:
+        build(tmp)
+        os.chmod(tmp, dir_mode())
+        if os.path.lexists(t):
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(t.name), suffix=".old", dir=t.parent))
+            os.replace(t, old / "replaced")
+            os.replace(tmp, t)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, t)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise fs_error(e, t, "write folder") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return t
+
+
 __all__ = [
     "StagedDir",
+    "replace_dir",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
