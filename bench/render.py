@@ -7,7 +7,7 @@ and ImageNet-subset IPC10 budgets) on one device (cpu or cuda):
 1. **check**: the native op's forward and all four gradients are compared with the reference on
    the same inputs (all images, or the first ``--check-images`` for large settings) with the test
    suite's float32 tolerances; a mismatch fails the run (exit code 1) before anything is timed;
-2. **native** (gsdd_cuda.rasterize on the device's kernels) and **reference** (gsdd_cuda.
+2. **native** (gsdd_cuda.ops.rasterize on the device's kernels) and **reference** (gsdd_cuda.
    reference, dense and chunked): forward (no autograd) and forward+backward (one forward with
    autograd, then one backward; nothing is run twice) — median of ``--reps`` after ``--warmup``
    (CUDA events on a GPU, perf_counter on CPU). When the full reference would exceed
@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import gsdd_cuda  # noqa: E402
+import gsdd_cuda.ops  # noqa: E402  (ops.rasterize: the native op itself, no backend choice)
 from gsdd_cuda.reference import rasterize_reference  # noqa: E402
 from gsdd_cuda.testing import sample_inputs  # noqa: E402
 
@@ -160,7 +161,7 @@ def check_native(params, v_out, num_images, n, height, width, check_images):
     sub = [t[: k * n] for t in params]
     v = v_out[:k]
     outs = []
-    for fn in (gsdd_cuda.rasterize, rasterize_reference):
+    for fn in (gsdd_cuda.ops.rasterize, rasterize_reference):
         leaves = [t.detach().clone().requires_grad_(True) for t in sub]
         out = fn(*leaves, k, height, width)
         outs.append((out.detach(), torch.autograd.grad(out, leaves, v)))
@@ -254,7 +255,7 @@ def run_setting(name, args, device):
         res["check"] = check_native(params, v_out, num_images, n, height, width, args.check_images)
 
         def render_native(a, b, c, d):
-            return gsdd_cuda.rasterize(a, b, c, d, num_images, height, width)
+            return gsdd_cuda.ops.rasterize(a, b, c, d, num_images, height, width)
 
         res["native"] = rates(measure(render_native, params, v_out, device, reps, warm), num_images)
         res["native"]["origin"] = gsdd_cuda._backend.origin(device.type)

@@ -15,7 +15,7 @@ $PY -c "import gsdd_cuda, sys; ok = gsdd_cuda.is_available('cuda'); print('gsdd 
 CASE=$(mktemp /tmp/gsdd_sanitize_case.XXXXXX.py)
 trap 'rm -f "$CASE"' EXIT
 cat > "$CASE" <<'PY'
-import torch, gsdd_cuda
+import torch, gsdd_cuda, gsdd_cuda.ops  # ops.rasterize: the native op, no backend choice
 from gsdd_cuda.testing import sample_inputs
 # Every input is made on the CPU and copied over (cudaMemcpy), so initcheck, which with the kernel
 # filter below tracks writes by the gsdd kernels and copies only, sees it initialized.
@@ -25,12 +25,12 @@ for (b, n, c, h, w, kind) in [(3, 7, 3, 20, 37, "mixed"), (2, 300, 1, 33, 16, "b
                               (2, 5, 5, 17, 17, "mixed"), (2, 4, 3, 16, 16, "offimage")]:
     for aa in (True, False):
         params = [t.to("cuda").requires_grad_(True) for t in sample_inputs("cpu", b, n, c, h, w, kind=kind, seed=1)]
-        out = gsdd_cuda.rasterize(*params, b, h, w, antialias=aa)
+        out = gsdd_cuda.ops.rasterize(*params, b, h, w, antialias=aa)
         torch.autograd.grad(out, params, torch.randn(out.shape).to("cuda"))
 xy, chol = [t.to("cuda") for t in sample_inputs("cpu", 2, 40, 3, 32, 32, seed=2)[:2]]
 gsdd_cuda.project(xy, chol, 32, 32)
 zero = [torch.zeros(0, k).to("cuda").requires_grad_(True) for k in (2, 3, 3, 1)]
-out = gsdd_cuda.rasterize(*zero, 2, 8, 8)
+out = gsdd_cuda.ops.rasterize(*zero, 2, 8, 8)
 torch.autograd.grad(out, zero, torch.ones(out.shape).to("cuda"), allow_unused=True)
 torch.cuda.synchronize()
 print("sanitize case done")

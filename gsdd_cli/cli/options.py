@@ -10,7 +10,6 @@ code 3 for every command (click's own type errors would exit 2 with a usage box)
 
 from __future__ import annotations
 
-import enum
 import functools
 import inspect
 import types
@@ -27,9 +26,6 @@ from gsdd_cli.cli.common import handles_errors
 from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.core.options import build, cli_spec, display_name, flag_names
 
-Layered = dict  # marker: the function receives the given values of that model as a dict
-
-
 def _strip_optional(tp: Any) -> Any:
     if typing.get_origin(tp) in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -42,8 +38,6 @@ def _choices(tp: Any) -> list[str] | None:
     tp = _strip_optional(tp)
     if typing.get_origin(tp) is Literal:
         return [str(a) for a in typing.get_args(tp)]
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return [str(m.value) for m in tp]
     return None
 
 
@@ -142,7 +136,7 @@ def command(*models: type[BaseModel], layered: tuple[type[BaseModel], ...] = ())
                 if model in layered:
                     values.append({n: parse_value(model, n, v) for n, v in mine.items()})
                 else:
-                    values.append(validate(model, mine))
+                    values.append(build(model, mine))
             return fn(*values)
 
         run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -153,9 +147,4 @@ def command(*models: type[BaseModel], layered: tuple[type[BaseModel], ...] = ())
     return decorate
 
 
-def validate(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
-    """The model from command-line text (lax parsing), every error one ConfigError line."""
-    return build(model, given)
-
-
-__all__ = ["Layered", "cli_fields", "command", "help_text", "is_bool", "parse_value", "validate"]
+__all__ = ["cli_fields", "command", "help_text", "is_bool", "parse_value"]

@@ -51,7 +51,7 @@ class ExpertsConfig(BaseModel):
         """Unset num/epochs take the dataset's defaults (:func:`default_counts`)."""
         if isinstance(data, dict) and data.get("dataset") is not None:
             num, epochs = default_counts(data["dataset"])
-            data = {"num": num, "epochs": epochs, **{k: v for k, v in data.items() if v is not None}}
+            data = {"num": num, "epochs": epochs, **data}
         return data
 
 

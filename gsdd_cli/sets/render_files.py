@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError
-from gsdd_cli.core.options import backend_option, device_option, finite, option
+from gsdd_cli.core.options import backend_option, device_option, option
 from gsdd_cli.core.outputs import StagedDir, check_output_dir, check_output_file, same_path
 from gsdd_cli.sets.gsdfile import load_gsd
 from gsdd_cli.sets.imageio import label_rows, make_grid, png_bytes, safe_name, save_image, save_png
@@ -40,7 +41,7 @@ class RenderConfig(BaseModel):
     @field_validator("scale")
     @classmethod
     def _scale(cls, v: float) -> float:
-        if not (finite(v) is not None and 0 < v <= 64):
+        if not (math.isfinite(v) and 0 < v <= 64):
             raise ValueError(f"--scale must be a finite number in (0, 64], got {v}")
         return v
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import gsdd_cuda
+import gsdd_cuda.ops  # ops.rasterize: the native op itself, no backend choice
 
 if not gsdd_cuda.is_available("cpu"):
     _why = f"native CPU kernels unavailable: {gsdd_cuda.unavailable_reason('cpu')}"
@@ -44,7 +45,7 @@ def _run(inputs, b, h, w, aa, fn, v_out=None, seed=7):
 
 
 def _native(*args, antialias=True):
-    return gsdd_cuda.rasterize(*args, antialias=antialias)
+    return gsdd_cuda.ops.rasterize(*args, antialias=antialias)
 
 
 def _reference(*args, antialias=True):
@@ -126,7 +127,7 @@ def test_off_image_and_larger_than_image(kind):
 
 def test_zero_gaussians_per_image():
     inputs = [torch.zeros(0, k, requires_grad=True) for k in (2, 3, 3, 1)]
-    out = gsdd_cuda.rasterize(*inputs, 3, 20, 24)
+    out = gsdd_cuda.ops.rasterize(*inputs, 3, 20, 24)
     assert out.shape == (3, 3, 20, 24) and torch.all(out == 0)
     grads = torch.autograd.grad(out.sum(), inputs)
     assert [g.shape for g in grads] == [t.shape for t in inputs]
@@ -143,7 +144,7 @@ def test_gradcheck_float64(gen):
     inputs = [t.clone().requires_grad_(True) for t in (xy, chol, rgb, opacity)]
     for aa in (True, False):
         assert torch.autograd.gradcheck(
-            lambda a, b, c, d, aa=aa: gsdd_cuda.rasterize(a, b, c, d, 2, 12, 10, antialias=aa),
+            lambda a, b, c, d, aa=aa: gsdd_cuda.ops.rasterize(a, b, c, d, 2, 12, 10, antialias=aa),
             inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
@@ -211,7 +212,7 @@ def test_negative_sigma_samples_are_dropped():
     assert indefinite.sum() > 10, "the test needs indefinite conics"
     for b in (total,):
         ref = rasterize_reference(xy, chol, rgb, opacity, b, 16, 16, antialias=False)
-        got = gsdd_cuda.rasterize(xy, chol, rgb, opacity, b, 16, 16, antialias=False)
+        got = gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, b, 16, 16, antialias=False)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 * max(1.0, float(ref.abs().max())))
 
 
@@ -231,7 +232,7 @@ def test_tile_box_edges(dtype):
         xy = torch.stack([x, torch.tensor(0.0, dtype=dtype)]).reshape(1, 2)
         assert float((x + 1) * (size / 2)) == float(px)
         ref = rasterize_reference(xy, chol, rgb, opacity, 1, size, size, antialias=False)
-        got = gsdd_cuda.rasterize(xy, chol, rgb, opacity, 1, size, size, antialias=False)
+        got = gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, 1, size, size, antialias=False)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-6 if dtype == F32 else 1e-15)
         _, _, box = gsdd_cuda.project(xy, chol, size, size, antialias=False)
         boxes.append(int(box[0, 0]))
@@ -274,7 +275,7 @@ def test_huge_opacity_uses_the_accurate_exp(dtype):
 def test_opacity_cull_is_exact():
     """Opacity below 0.999/255 is skipped before projection: it can never pass w >= 1/255."""
     inputs = list(_one_gaussian_at_sample(F32, 0.999 / 255))
-    assert torch.all(gsdd_cuda.rasterize(*inputs, 1, 16, 16, antialias=False) == 0)
+    assert torch.all(gsdd_cuda.ops.rasterize(*inputs, 1, 16, 16, antialias=False) == 0)
     assert math.isclose(ALPHA_MIN, 1 / 255)
 
 
@@ -297,7 +298,7 @@ def test_backward_is_bitwise_deterministic_across_runs_and_thread_counts():
 # ------------------------------------------------------------------------------ integration ---
 def test_entry_point_backends():
     xy, chol, rgb, opacity = sample_inputs("cpu", 2, 6, 3, 16, 16, seed=9)
-    native = gsdd_cuda.rasterize(xy, chol, rgb, opacity, 2, 16, 16)
+    native = gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, 2, 16, 16)
     assert torch.equal(rasterize(xy, chol, rgb, opacity, 2, 16, 16), native)  # auto
     assert torch.equal(rasterize(xy, chol, rgb, opacity, 2, 16, 16, backend="native"), native)
     ref = rasterize(xy, chol, rgb, opacity, 2, 16, 16, backend="reference")
@@ -308,7 +309,7 @@ def test_entry_point_backends():
 
 def test_bf16_inputs_run_in_float32_and_keep_their_gradient_dtype():
     params = [t.to(torch.bfloat16).requires_grad_(True) for t in sample_inputs("cpu", 2, 5, 3, 16, 16, seed=6)]
-    out = gsdd_cuda.rasterize(*params, 2, 16, 16)
+    out = gsdd_cuda.ops.rasterize(*params, 2, 16, 16)
     assert out.dtype == torch.float32
     grads = torch.autograd.grad(out.sum(), params)
     assert all(g.dtype == torch.bfloat16 and g.shape == p.shape for g, p in zip(grads, params))
@@ -317,9 +318,9 @@ def test_bf16_inputs_run_in_float32_and_keep_their_gradient_dtype():
 def test_errors_are_reported():
     xy, chol, rgb, opacity = sample_inputs("cpu", 2, 4, 3, 16, 16)
     with pytest.raises(RuntimeError, match="cannot be split"):
-        gsdd_cuda.rasterize(xy, chol, rgb, opacity, 3, 16, 16)
+        gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, 3, 16, 16)
     with pytest.raises(RuntimeError, match="chol must be"):
-        gsdd_cuda.rasterize(xy, chol[:, :2], rgb, opacity, 2, 16, 16)
+        gsdd_cuda.ops.rasterize(xy, chol[:, :2], rgb, opacity, 2, 16, 16)
     with pytest.raises(RuntimeError, match="one dtype"):
         torch.ops.gsdd.rasterize_fwd(xy, chol.double(), rgb, opacity, 2, 16, 16, True)
     with pytest.raises(RuntimeError, match="v_out must be"):
@@ -345,7 +346,7 @@ def test_torch_compile_fullgraph_captures_the_op():
     target = torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(3))
 
     def loss_fn(xy, chol, rgb, opacity):
-        return (gsdd_cuda.rasterize(xy, chol, rgb, opacity, b, h, w) - target).square().mean()
+        return (gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, b, h, w) - target).square().mean()
 
     compiled = torch.compile(loss_fn, fullgraph=True, backend="eager")
     p_eager = [t.clone().requires_grad_(True) for t in inputs]

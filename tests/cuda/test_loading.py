@@ -124,11 +124,11 @@ def test_auto_falls_back_with_one_line_and_explicit_native_raises(monkeypatch, c
 
 _BUILD_AND_RENDER = textwrap.dedent(
     """
-    import sys, torch, gsdd_cuda
+    import sys, torch, gsdd_cuda, gsdd_cuda.ops
     ok = gsdd_cuda.is_available("cpu")
     assert ok, gsdd_cuda.unavailable_reason("cpu")
     from gsdd_cuda.testing import sample_inputs
-    out = gsdd_cuda.rasterize(*sample_inputs("cpu", 2, 5, 3, 16, 16, seed=1), 2, 16, 16)
+    out = gsdd_cuda.ops.rasterize(*sample_inputs("cpu", 2, 5, 3, 16, 16, seed=1), 2, 16, 16)
     print("OK", float(out.sum()))
     """
 )

@@ -18,6 +18,7 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
 
 import gsdd_cuda  # noqa: E402
+import gsdd_cuda.ops  # noqa: E402  (ops.rasterize: the native op itself, no backend choice)
 
 if not gsdd_cuda.is_available("cuda"):
     _why = f"gsdd CUDA kernels unavailable: {gsdd_cuda.unavailable_reason('cuda')}"
@@ -90,7 +91,7 @@ def _case_id(c):
 def test_forward_matches_reference(case, antialias):
     b, n, c, h, w, kind = case
     inputs = sample_inputs(DEV, b, n, c, h, w, kind=kind, seed=sum(case[:5]))
-    got = gsdd_cuda.rasterize(*inputs, b, h, w, antialias=antialias)
+    got = gsdd_cuda.ops.rasterize(*inputs, b, h, w, antialias=antialias)
     want = _reference(inputs, b, h, w, antialias)
     assert got.shape == (b, c, h, w) and got.dtype == torch.float32
     _assert_images_close(got, want)
@@ -105,7 +106,7 @@ def test_gradients_match_reference(case, antialias):
     inputs = sample_inputs(DEV, b, n, c, h, w, kind=kind, seed=1 + sum(case[:5]))
     p_cuda = [t.clone().requires_grad_(True) for t in inputs]
     p_ref = [t.clone().requires_grad_(True) for t in inputs]
-    out = gsdd_cuda.rasterize(*p_cuda, b, h, w, antialias=antialias)
+    out = gsdd_cuda.ops.rasterize(*p_cuda, b, h, w, antialias=antialias)
     ref = _reference(p_ref, b, h, w, antialias)
     v_out = torch.randn(ref.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(5))
     _assert_grads_close(torch.autograd.grad(out, p_cuda, v_out), torch.autograd.grad(ref, p_ref, v_out))
@@ -119,7 +120,7 @@ def test_multi_chunk_128px(kind):
     inputs = sample_inputs(DEV, b, n, c, h, w, kind=kind, seed=64)
     p_cuda = [t.clone().requires_grad_(True) for t in inputs]
     p_ref = [t.clone().requires_grad_(True) for t in inputs]
-    out = gsdd_cuda.rasterize(*p_cuda, b, h, w)
+    out = gsdd_cuda.ops.rasterize(*p_cuda, b, h, w)
     ref = _reference(p_ref, b, h, w)
     _assert_images_close(out, ref)
     v_out = torch.randn(ref.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(6)) / 100
@@ -132,7 +133,7 @@ def test_cifar10_ipc50_scale_forward_and_backward():
     inputs = sample_inputs(DEV, b, n, c, h, w, kind="realistic", seed=50)
     p_cuda = [t.clone().requires_grad_(True) for t in inputs]
     p_ref = [t.clone().requires_grad_(True) for t in inputs]
-    out = gsdd_cuda.rasterize(*p_cuda, b, h, w)
+    out = gsdd_cuda.ops.rasterize(*p_cuda, b, h, w)
     ref = _reference(p_ref, b, h, w)
     _assert_images_close(out, ref.detach())
     v_out = torch.randn(ref.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(9)) / 100
@@ -167,7 +168,7 @@ def test_cpu_and_cuda_kernels_agree():
     results = []
     for dev in ("cpu", DEV):
         params = [t.to(dev).requires_grad_(True) for t in inputs]
-        out = gsdd_cuda.rasterize(*params, b, h, w)
+        out = gsdd_cuda.ops.rasterize(*params, b, h, w)
         results.append([out.detach().cpu()] + [g.cpu() for g in torch.autograd.grad(out, params, v.to(dev))])
     _assert_images_close(results[1][0], results[0][0])
     _assert_grads_close(results[1][1:], results[0][1:])
@@ -184,7 +185,7 @@ def test_large_batch_2e7_gaussians():
     """B*N = 2·10^7 in one call; spot-check images against the reference."""
     b, n, c, h, w = 200_000, 100, 3, 16, 16
     inputs = sample_inputs(DEV, b, n, c, h, w, kind="realistic", seed=3)
-    out = gsdd_cuda.rasterize(*inputs, b, h, w)
+    out = gsdd_cuda.ops.rasterize(*inputs, b, h, w)
     torch.cuda.synchronize()
     for img in (0, 12345, b - 1):
         sl = slice(img * n, (img + 1) * n)
@@ -195,7 +196,7 @@ def test_large_batch_2e7_gaussians():
 def test_zero_gaussians_per_image():
     b, h, w = 3, 20, 24
     inputs = [torch.zeros(0, k, device=DEV, requires_grad=True) for k in (2, 3, 3, 1)]
-    out = gsdd_cuda.rasterize(*inputs, b, h, w)
+    out = gsdd_cuda.ops.rasterize(*inputs, b, h, w)
     assert out.shape == (b, 3, h, w) and torch.all(out == 0)
     grads = torch.autograd.grad(out.sum(), inputs)
     assert [g.shape for g in grads] == [t.shape for t in inputs]
@@ -210,13 +211,13 @@ def test_opacity_edge_cases_and_shapes():
         o = torch.tensor(opacity, device=DEV)
         pc = [t.clone().requires_grad_(True) for t in (xy, chol, rgb, o)]
         pr = [t.clone().requires_grad_(True) for t in (xy, chol, rgb, o)]
-        out = gsdd_cuda.rasterize(*pc, 1, 32, 32)
+        out = gsdd_cuda.ops.rasterize(*pc, 1, 32, 32)
         ref = _reference(pr, 1, 32, 32)
         _assert_images_close(out, ref)
         v = torch.randn_like(ref)
         _assert_grads_close(torch.autograd.grad(out, pc, v), torch.autograd.grad(ref, pr, v))
     params = [t.to(torch.bfloat16).requires_grad_(True) for t in (xy, chol, rgb, o)]
-    out = gsdd_cuda.rasterize(*params, 1, 32, 32)
+    out = gsdd_cuda.ops.rasterize(*params, 1, 32, 32)
     assert out.dtype == torch.float32
     grads = torch.autograd.grad(out.sum(), params)
     assert all(g.dtype == torch.bfloat16 and g.shape == p.shape for g, p in zip(grads, params))
@@ -234,17 +235,17 @@ def test_renderer_entry_point_uses_native():
 
 def test_deterministic_forward():
     inputs = sample_inputs(DEV, 16, 40, 3, 32, 32, seed=8)
-    a = gsdd_cuda.rasterize(*inputs, 16, 32, 32)
-    b = gsdd_cuda.rasterize(*inputs, 16, 32, 32)
+    a = gsdd_cuda.ops.rasterize(*inputs, 16, 32, 32)
+    b = gsdd_cuda.ops.rasterize(*inputs, 16, 32, 32)
     assert torch.equal(a, b)
 
 
 def test_errors_are_reported():
     xy, chol, rgb, opacity = sample_inputs(DEV, 2, 4, 3, 16, 16)
     with pytest.raises(RuntimeError, match="cannot be split"):
-        gsdd_cuda.rasterize(xy, chol, rgb, opacity, 3, 16, 16)
+        gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, 3, 16, 16)
     with pytest.raises(RuntimeError, match="chol must be"):
-        gsdd_cuda.rasterize(xy, chol[:, :2], rgb, opacity, 2, 16, 16)
+        gsdd_cuda.ops.rasterize(xy, chol[:, :2], rgb, opacity, 2, 16, 16)
     with pytest.raises(RuntimeError, match="one device"):
         torch.ops.gsdd.rasterize_fwd(xy, chol.cpu(), rgb, opacity, 2, 16, 16, True)
 
@@ -268,7 +269,7 @@ def test_torch_compile_fullgraph():
     target = torch.rand(b, c, h, w, device=DEV)
 
     def loss_fn(xy, chol, rgb, opacity):
-        img = gsdd_cuda.rasterize(xy, chol, rgb, opacity, b, h, w)
+        img = gsdd_cuda.ops.rasterize(xy, chol, rgb, opacity, b, h, w)
         return (img - target).square().mean()
 
     compiled = torch.compile(loss_fn, fullgraph=True)
