@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from gsdd_cli import __version__
 from gsdd_cli.api import DistilledSet, check_space, load
@@ -31,6 +32,7 @@ from gsdd_cli.core.outputs import atomic_write, dumps_json, replace_dir
 from gsdd_cli.data.augment import DSAParams
 from gsdd_cli.evaluate import DEFAULT_LR, EvalConfig, file_sha256, resolve_settings
 from gsdd_cli.models import default_convnet_depth
+from gsdd_cli.sets.imageio import safe_name
 
 FORMATS = ("pt", "npz", "imagefolder", "ddranking")
 SPACES_BY_FORMAT = {
@@ -139,8 +141,6 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
 def class_folder_names(class_names: list[str]) -> list[str]:
     """Folder names that sort in label order: the class names when they already do (and are
     distinct after sanitizing), else ``<label:03d>_<name>``."""
-    from gsdd_cli.sets.imageio import safe_name
-
     names = [safe_name(n) for n in class_names]
     if len(set(names)) == len(names) and names == sorted(names):
         return names
@@ -184,8 +184,6 @@ def _export_npz(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tensor, ui
 
 def _save_pngs(root: Path, split: str, x: torch.Tensor, y: torch.Tensor, folders: list[str],
                on_progress: Progress | None) -> list[str]:
-    from PIL import Image
-
     arr = to_uint8_nhwc(x)
     counts = [0] * len(folders)
     width = max(4, len(str(max(1, int(torch.bincount(y, minlength=len(folders)).max()) - 1))))

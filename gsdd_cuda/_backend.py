@@ -1,6 +1,7 @@
 """Lazy loading of the compiled gsdd operator libraries (docs/rasterizer.md, "Building").
 
-Importing :mod:`gsdd_cuda` builds nothing and prints nothing. The first :func:`load` for a device
+Importing :mod:`gsdd_cuda` builds nothing, prints nothing and does not import torch (the functions
+here import it when called, so ``import gsdd_cli`` stays cheap). The first :func:`load` for a device
 
 * ``"cpu"``: loads the **CPU library** (operator schemas + CPU kernels): a prebuilt
   ``gsdd_cuda/_C*.so`` if there is one, else a cached ninja JIT build with the system's C++

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gsdd_cli.core.errors import DataError
+
 DEFAULT_DATA_DIR = Path("~/.cache/gsdd/data")
 PIXEL_TOLERANCE = 1e-6  # float pixels may overshoot [0, 1] by rounding error this small
 DATA_DIR_ENV = "GSDD_DATA_DIR"
@@ -105,8 +107,6 @@ class Dataset:
 def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> None:
     """Float pixels must be finite and lie in [0, 1] (a 0–255 array gets a hint); with ``unclamped``
     (rendered images, e.g. a ``gsdd export --format npz`` file) only finite. Raises DataError."""
-    from gsdd_cli.core.errors import DataError
-
     if x.size == 0:
         return
     finite = np.isfinite(x)
@@ -127,8 +127,6 @@ def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> No
 
 def check_dataset(ds: "Dataset", where: str) -> "Dataset":
     """A usable dataset: at least 2 classes and at least one train and one test image per class."""
-    from gsdd_cli.core.errors import DataError
-
     k = ds.num_classes
     if k < 2:
         raise DataError(f"{where}: a dataset needs at least 2 classes, this one has {k}")

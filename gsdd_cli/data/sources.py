@@ -13,7 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from gsdd_cli.core.errors import DataError
+from gsdd_cli.core.registry import Registry
 from gsdd_cli.data.core import Dataset, check_dataset, check_float_pixels, from_uint8_nhwc
 from gsdd_cli.data.imagenet import (
     IMAGE_EXTENSIONS,
@@ -25,8 +28,6 @@ from gsdd_cli.data.imagenet import (
     subset_class_names,
     subset_wnids,
 )
-from gsdd_cli.core.errors import DataError
-from gsdd_cli.core.registry import Registry
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -63,7 +64,7 @@ def _register(spec: DatasetSpec) -> None:
 def load_digits_dataset(data_dir: Path | None = None, download: bool = False) -> Dataset:
     """scikit-learn's bundled 8×8 digits (1 797 images, no download), bilinearly resampled to
     16×16, values /16 → [0, 1], stratified 80/20 split with a fixed seed."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # here: scikit-learn adds ~0.7 s to a start-up
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
@@ -201,8 +202,6 @@ def _test_dir(root: Path) -> Path | None:
 
 def _image_mode_size(path: Path) -> tuple[str, tuple[int, int]]:
     """("L" or "RGB", (width, height)) of an image file; DataError if it cannot be read."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return ("L" if im.mode in ("L", "1", "I;16", "I") else "RGB"), im.size
@@ -211,8 +210,6 @@ def _image_mode_size(path: Path) -> tuple[str, tuple[int, int]]:
 
 
 def _read_image(path: Path, mode: str) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return np.array(im.convert(mode))
@@ -286,7 +283,7 @@ def _cifar_loader(name: str) -> Callable[[Path, bool], Dataset]:
     cls_name, folder, mean, std = _CIFAR[name]
 
     def load(data_dir: Path, download: bool) -> Dataset:
-        import torchvision
+        import torchvision  # here: it adds about 1 s to every start-up, and only CIFAR needs it
 
         tv_cls = getattr(torchvision.datasets, cls_name)
         source = None
@@ -333,7 +330,7 @@ def _cifar_loader(name: str) -> Callable[[Path, bool], Dataset]:
 # ---------------------------------------------------------------------------- ImageNet subsets
 def _load_resized(path: Path) -> np.ndarray:
     """RGB image → Resize(128) (shorter side, bilinear, antialias) → CenterCrop(128); uint8 HWC."""
-    import torchvision.transforms.v2.functional as TF
+    import torchvision.transforms.v2.functional as TF  # here, as in _cifar_loader: ~1 s to import
 
     a = _read_image(path, "RGB")
     t = torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)

@@ -149,7 +149,7 @@ _ZCA_MEMORY: dict[tuple, ZCATransform] = {}
 _LOCK = threading.Lock()
 
 
-def _safe(name: str) -> str:
+def cache_stem(name: str) -> str:
     base = Path(name).name if ("/" in name or "\\" in name) else name
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base)[:64] or "dataset"
 
@@ -158,7 +158,7 @@ def zca_cache_path(dataset, eps: float = ZCA_EPS) -> Path | None:
     if dataset.cache_dir is None:
         return None
     n = int(dataset.x_train.shape[0])
-    return Path(dataset.cache_dir) / "zca" / f"{_safe(dataset.name)}-n{n}-eps{eps:g}-{dataset.fingerprint()}.pt"
+    return Path(dataset.cache_dir) / "zca" / f"{cache_stem(dataset.name)}-n{n}-eps{eps:g}-{dataset.fingerprint()}.pt"
 
 
 def fit_zca(dataset, eps: float = ZCA_EPS, cache: bool = True, device=None) -> ZCATransform:

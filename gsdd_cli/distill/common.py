@@ -149,19 +149,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-class StatelessMethod:
-    """Mixin for algorithms with no state beyond the Gaussians and their optimizer (DM, DC)."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        del state
-
-    def header_fields(self) -> dict:
-        return {}
-
-
 def _import_group_capturing_modules() -> None:
     """Import, before the process group exists, the torch modules that capture it at import time.
 
@@ -272,7 +259,6 @@ __all__ = [
     "any_rank",
     "barrier",
     "shutdown_distributed",
-    "StatelessMethod",
     "broadcast_params",
     "derive_seed",
     "draw_seed",

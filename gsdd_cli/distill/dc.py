@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from gsdd_cli.data.augment import dsa
-from gsdd_cli.distill.common import Context, StatelessMethod, derive_seed, draw_seed
+from gsdd_cli.distill.common import Context, derive_seed, draw_seed
+from gsdd_cli.distill.method import StatelessMethod
 from gsdd_cli.models import get_model
 
 

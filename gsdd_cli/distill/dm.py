@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from gsdd_cli.data.augment import dsa
-from gsdd_cli.distill.common import Context, StatelessMethod, draw_seed
+from gsdd_cli.distill.common import Context, draw_seed
+from gsdd_cli.distill.method import StatelessMethod
 from gsdd_cli.models import get_model
 
 

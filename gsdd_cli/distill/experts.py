@@ -25,6 +25,8 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from gsdd_cli.core.errors import ConfigError, DivergenceError
+from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 from gsdd_cli.distill.common import (
     DistInfo,
     barrier,
@@ -34,13 +36,16 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-from gsdd_cli.core.errors import ConfigError, DivergenceError
-from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 
 MANIFEST = "manifest.json"
 FORMAT = "gsdd-experts"
 FORMAT_VERSION = 1
+from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.transforms import apply_in_batches, cache_stem
 from gsdd_cli.distill.experts_config import COMPAT_KEYS, ExpertsConfig, default_counts, make_experts_config  # noqa: F401,E402
+from gsdd_cli.evaluate import test_accuracy, train_epoch
+from gsdd_cli.models import get_model
 
 
 @dataclass
@@ -160,8 +165,6 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
     continues), and a folder or manifest this call created for nothing is removed again.
     ``shutdown=False`` leaves a torch.distributed process group up (a caller that goes on using it).
     """
-    from gsdd_cli.data import dataset_path
-
     out = Path(cfg.out)
     check_output_dir(out, "--out", {"DATASET": dataset_path(cfg.dataset)})
     had_folder, had_manifest = out.exists(), (out / MANIFEST).is_file()
@@ -182,12 +185,6 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
 
 def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None,
                    shutdown: bool = True) -> ExpertsResult:
-    from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.data.transforms import apply_in_batches
-    from gsdd_cli.core.devices import resolve_device
-    from gsdd_cli.evaluate import test_accuracy, train_epoch
-    from gsdd_cli.models import get_model
-
     t_start = time.perf_counter()
     info = init_distributed(cfg.device)
     device = rank_device(resolve_device(cfg.device), info)
@@ -303,16 +300,12 @@ def cached_experts_plan(cfg, ds) -> tuple[ExpertsConfig, int]:
     Number: ``cfg.num_experts`` (default: ``gsdd experts``'s, 100; digits 5); epochs:
     ``cfg.experts_epochs`` (default 50, digits 10, at least max_start_epoch + expert_epochs).
     """
-    from gsdd_cli.data import default_transform_kind
-    from gsdd_cli.data.transforms import _safe
-    from gsdd_cli.models import get_model
-
     num, epochs = default_counts(cfg.dataset)
     num = cfg.num_experts or num
     epochs = cfg.experts_epochs or max(epochs, cfg.max_start_epoch + cfg.expert_epochs)
     kind = cfg.transform or default_transform_kind(ds.name, "tm")
     base = Path(ds.cache_dir) if ds.cache_dir is not None else CACHE_DIR.expanduser()
-    folder = base / "experts" / f"{_safe(ds.name)}-{cfg.model}-{kind}-e{epochs}-{ds.fingerprint()[:12]}"
+    folder = base / "experts" / f"{cache_stem(ds.name)}-{cfg.model}-{kind}-e{epochs}-{ds.fingerprint()[:12]}"
     ecfg = make_experts_config(dataset=cfg.dataset, out=str(folder), num=num, epochs=epochs, model=cfg.model,
                                transform=kind, device=cfg.device, data_dir=cfg.data_dir)
     count = sum(p.numel() for p in get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width).parameters())

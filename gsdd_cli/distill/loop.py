@@ -34,6 +34,16 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from gsdd_cli.core.algorithms import get_algorithm
+from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.errors import ConfigError, DivergenceError, FileSystemError, GsddError
+from gsdd_cli.core.outputs import (
+    atomic_write_json,
+    remove_quietly,
+)
+from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.transforms import apply_in_batches
+from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
 from gsdd_cli.distill.common import (
     Context,
     DistInfo,
@@ -43,11 +53,13 @@ from gsdd_cli.distill.common import (
     derive_seed,
     init_distributed,
     rank_device,
-    shutdown_distributed,
     seed_everything,
     set_rng_state,
+    shutdown_distributed,
 )
 from gsdd_cli.distill.config import DistillConfig
+from gsdd_cli.distill.experts import ensure_experts
+from gsdd_cli.distill.method import Method
 from gsdd_cli.distill.params import (
     attach_real_data,
     images_from_state,
@@ -57,16 +69,12 @@ from gsdd_cli.distill.params import (
     prepare,
     stand_in_images,
 )
-from gsdd_cli.core.errors import ConfigError, DivergenceError, FileSystemError, GsddError
-from gsdd_cli.sets.gsdfile import make_header, save_gsd
-from gsdd_cli.core.outputs import (
-    atomic_write_json,
-    remove_quietly,
-)
-from gsdd_cli.sets.synthetic import SyntheticImages
-from gsdd_cli.core.algorithms import get_algorithm
-from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
 from gsdd_cli.distill.runlog import RunLog, SigintFlag, check_run_outputs, run_paths
+from gsdd_cli.distill.tm import preflight
+from gsdd_cli.evaluate import EvalConfig, render_all, train_and_evaluate
+from gsdd_cli.sets.gsdfile import make_header, save_gsd
+from gsdd_cli.sets.synthetic import SyntheticImages
+
 
 @dataclass
 class DistillStep:
@@ -151,9 +159,6 @@ def _run(
     notify: Callable[[str], None] | None,
     side: dict[str, Any],
 ) -> DistillResult:
-    from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.core.devices import resolve_device
-
     if not cfg.out:
         raise ConfigError("no output file: give --out FILE.gsd")
     t_start = time.perf_counter()
@@ -176,13 +181,9 @@ def _run(
                               f"checkpoint {paths['checkpoint']} already has",
                               hint=f"give --iterations {ckpt['iteration']} or more")
     if cfg.algo == "tm" and not cfg.buffers:
-        from gsdd_cli.distill.experts import ensure_experts
-
         cfg = cfg.model_copy(update={"buffers": str(ensure_experts(cfg, ds, notify=notify if dinfo.is_main else None))})
     memory_plan: dict = {}
     if cfg.algo == "tm":  # memory pre-flight before the (possibly long) init, on stand-in images
-        from gsdd_cli.distill.tm import preflight
-
         probe_ctx = make_context(cfg, device, stand_in_images(cfg, ds, transform).to(device), transform, ds, dinfo)
         cfg, memory_plan = preflight(probe_ctx, notify=notify if dinfo.is_main else None)
         del probe_ctx
@@ -197,7 +198,7 @@ def _run(
     ctx = make_context(cfg, device, images, transform, ds, dinfo)
     optimizer = ctx.optimizer
     attach_real_data(ctx, ds)
-    method = get_algorithm(cfg.algo).load()(ctx)
+    method: Method = get_algorithm(cfg.algo).load()(ctx)
     method.memory_plan = memory_plan
     start_it = 0
     elapsed_before = 0.0
@@ -217,14 +218,14 @@ def _run(
     log = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
                "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
-               "memory": getattr(method, "memory_plan", None),
+               "memory": method.memory_plan,
                **({"lr": cfg.lr, "checkpoint_lr": ckpt["config"].get("lr")} if ckpt is not None else {})})
 
     evaluator = _Evaluator(ctx, ds, method) if (cfg.eval_every and main) else None
     result = DistillResult(out=paths["out"], config=cfg, iterations=start_it, seconds=0.0,
                            final_loss=ckpt.get("last_loss") if ckpt is not None else None,
-                           log=paths["log"], init=init_info, memory=dict(getattr(method, "memory_plan", {})))
-    seed_rank = dinfo.rank if getattr(method, "seed_per_rank", False) else 0
+                           log=paths["log"], init=init_info, memory=dict(method.memory_plan))
+    seed_rank = dinfo.rank if method.seed_per_rank else 0
     last_saved: Path | None = paths["checkpoint"] if ckpt is not None else None
     total = cfg.iterations
     t_loop = time.perf_counter()
@@ -382,15 +383,11 @@ class _Evaluator:
     """``--eval-every``: render, transform, train ``eval_runs`` fresh networks for ``eval_epochs``."""
 
     def __init__(self, ctx: Context, ds, method):
-        from gsdd_cli.data.transforms import apply_in_batches
-
         self.ctx, self.method = ctx, method
         self.test_x = apply_in_batches(ctx.transform, ds.x_test, ctx.device)
         self.test_y = ds.y_test.to(ctx.device)
 
     def __call__(self, iteration: int) -> dict:
-        from gsdd_cli.evaluate import EvalConfig, render_all, train_and_evaluate
-
         ctx, cfg = self.ctx, self.ctx.cfg
         with torch.no_grad():
             x = ctx.transform(render_all(ctx.images, ctx.device, cfg.backend))

@@ -18,8 +18,13 @@ from typing import Any, Callable
 
 import torch
 
-from gsdd_cli.distill.config import PIXEL_MOMENTUM, DistillConfig
+from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DivergenceError
+from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.transforms import apply_in_batches
+from gsdd_cli.distill.common import Context, DistInfo
+from gsdd_cli.distill.config import PIXEL_MOMENTUM, DistillConfig
+from gsdd_cli.sets.fit import FitConfig, init_from_dataset, select_init_indices
 from gsdd_cli.sets.gaussians import GaussianImages
 from gsdd_cli.sets.gsdfile import load_gsd
 from gsdd_cli.sets.pixels import PixelImages
@@ -60,8 +65,6 @@ def _from_file(cfg: DistillConfig, ds, transform) -> tuple[SyntheticImages, dict
 
 
 def _real_pixels(cfg: DistillConfig, ds, transform) -> tuple[PixelImages, dict]:
-    from gsdd_cli.sets.fit import select_init_indices
-
     indices = select_init_indices(ds.y_train, ds.num_classes, cfg.ipc, seed=cfg.seed, first=cfg.init_first)
     labels = torch.arange(ds.num_classes).repeat_interleave(cfg.ipc)
     pixels = ds.x_train[indices].to(_device_of(transform))
@@ -72,8 +75,6 @@ def _real_pixels(cfg: DistillConfig, ds, transform) -> tuple[PixelImages, dict]:
 
 
 def _fitted_gaussians(cfg: DistillConfig, ds, device, on_init_step) -> tuple[GaussianImages, dict]:
-    from gsdd_cli.sets.fit import FitConfig, init_from_dataset
-
     fit_cfg = FitConfig(steps=cfg.init_steps, lr=cfg.init_lr, seed=cfg.seed, backend=cfg.backend,
                         quantize=cfg.quantize, antialias=cfg.antialias)
     r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
@@ -130,9 +131,6 @@ def fresh_context(cfg: DistillConfig, on_init_step: Callable[[Any], None] | None
     """The :class:`~gsdd_cli.distill.common.Context` a fresh single-process run starts with (data,
     transform, initial images, optimizer), without the run loop: for benchmarks and tests that drive
     an algorithm's ``step`` themselves. DM/DC data in network space is loaded as the loop does."""
-    from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
-    from gsdd_cli.core.devices import resolve_device
-
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     cfg = cfg.model_copy(update={"transform": cfg.transform or default_transform_kind(ds.name, cfg.algo)})
@@ -147,8 +145,6 @@ def fresh_context(cfg: DistillConfig, on_init_step: Callable[[Any], None] | None
 
 def make_context(cfg: DistillConfig, device: torch.device, images: SyntheticImages, transform, ds, dist=None):
     """A Context for ``images`` with a fresh optimizer (see :func:`make_optimizer`)."""
-    from gsdd_cli.distill.common import Context, DistInfo
-
     return Context(cfg=cfg, device=device, images=images, optimizer=make_optimizer(images, cfg), transform=transform,
                    num_classes=ds.num_classes, channels=ds.channels, height=ds.height, width=ds.width,
                    dist=dist or DistInfo())
@@ -156,8 +152,6 @@ def make_context(cfg: DistillConfig, device: torch.device, images: SyntheticImag
 
 def attach_real_data(ctx, ds) -> None:
     """DM and DC: the real training images in network space and their per-class indices."""
-    from gsdd_cli.data.transforms import apply_in_batches
-
     if ctx.cfg.algo in ("dm", "dc"):
         ctx.real_x = apply_in_batches(ctx.transform, ds.x_train, ctx.device)
         ctx.real_y = ds.y_train

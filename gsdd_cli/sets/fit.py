@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from gsdd_cli.core.errors import BudgetError, DataError
+from gsdd_cli.sets.budget import make_plan, recommended_gpc
 from gsdd_cli.sets.gaussians import GaussianImages
 
 DEFAULT_INIT_STEPS = 50_000
@@ -198,8 +199,6 @@ def init_from_dataset(
     Without ``gpc``/``points`` the budget module's recommendation for ``algorithm`` is used.
     ``seed`` drives both the image choice and the random start point (unless ``cfg.seed`` differs).
     """
-    from gsdd_cli.sets.budget import make_plan, recommended_gpc
-
     k, c, h, w = dataset.num_classes, dataset.channels, dataset.height, dataset.width
     if gpc is None and points is None:
         gpc = recommended_gpc(ipc, h, w, c, k, algorithm)

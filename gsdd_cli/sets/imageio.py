@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont, features
 
 from gsdd_cli.core.outputs import atomic_write_bytes
 
@@ -51,8 +51,6 @@ def make_grid(rows: list[list[torch.Tensor]], pad: int = 1) -> torch.Tensor:
 
 
 def _label_font(size: int):
-    from PIL import ImageFont, features
-
     if features.check("freetype2"):
         try:
             return ImageFont.load_default(size=size)
@@ -67,8 +65,6 @@ def label_rows(grid: torch.Tensor, labels: list[str], row_height: int, pad: int 
     Rows are ``row_height`` pixels high with ``pad`` pixels between them; text is black on white,
     sized to the rows (at least 8 px), in the grid's mode (grayscale or RGB).
     """
-    from PIL import ImageDraw
-
     img = Image.fromarray(to_uint8(grid))
     font = _label_font(max(8, min(24, int(0.5 * row_height))))
     draw = ImageDraw.Draw(img)
