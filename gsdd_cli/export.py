@@ -332,7 +332,7 @@ def export_set(
     _check_out(s, out, folder, force)
     # fail early (missing dataset, ZCA mismatch) before the expensive rendering
     if with_test:
-        s.real_dataset()
+        s.real_dataset().require_test("--with-test")
     if space == "network" or fmt in ("pt", "ddranking"):
         _ = s.transform
 
@@ -353,7 +353,8 @@ def export_set(
     if fmt == "npz" and uint8:
         notes.append("uint8: values clipped to [0, 1] and rounded to 8 bits")
     if fmt == "npz" and not with_test:
-        notes.append("no test split (x_test/y_test): add --with-test to use the file as a gsdd dataset")
+        notes.append("no test split (x_test/y_test): the file can start gsdd init/distill/experts; add --with-test "
+                     "to evaluate on it")
     return ExportResult(fmt, out, space, int(x.shape[0]), files, notes)
 
 

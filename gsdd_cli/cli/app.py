@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("GSDD_DEBUG") == "1"
     try:
         app(args=argv, standalone_mode=True)
-    except (GsddError, OSError) as e:
-        if debug:
-            raise
+    except (GsddError, OSError, ModuleNotFoundError) as e:
         typed = as_gsdd_error(e)
+        if debug or typed is None:
+            raise
         report_error(typed)
         sys.exit(typed.exit_code)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import typer
 
 from gsdd_cli.cli.console import err, out
-from gsdd_cli.core.errors import EXIT_CODES, GsddError, from_rasterizer_error
+from gsdd_cli.core.errors import EXIT_CODES, GsddError, from_rasterizer_error, missing_module_error
 from gsdd_cli.core.outputs import dumps_json, fs_error
 
 
@@ -27,6 +27,8 @@ def as_gsdd_error(e: BaseException) -> GsddError | None:
         return rasterizer
     if isinstance(e, GsddError):
         return e
+    if isinstance(e, ModuleNotFoundError):
+        return missing_module_error(e)
     if isinstance(e, OSError):
         return fs_error(e, e.filename, "access")
     return None
@@ -42,10 +44,10 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (GsddError, OSError) as e:
-            if os.environ.get("GSDD_DEBUG") == "1":
-                raise
+        except (GsddError, OSError, ModuleNotFoundError) as e:
             typed = as_gsdd_error(e)
+            if typed is None or os.environ.get("GSDD_DEBUG") == "1":
+                raise
             report_error(typed)
             raise typer.Exit(typed.exit_code) from None
 

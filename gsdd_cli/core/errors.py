@@ -84,6 +84,34 @@ class CheckpointError(GsddError):
     exit_code = 4
 
 
+class MissingModuleError(GsddError):
+    """A Python package gsdd needs here is not installed (an optional extra, or a dependency lost in
+    a broken install). ``module`` is the top-level module that failed to import."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, hint: str | None = None, *, module: str = ""):
+        super().__init__(message, hint)
+        self.module = module
+
+
+# Import name -> what to pip-install, where the two differ or an extra of gsdd brings it.
+_PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "tensorboard": "'gsdd[tensorboard]'"}
+
+
+def missing_module_error(e: ModuleNotFoundError) -> MissingModuleError | None:
+    """The one-line error for a failed import of a package (None when the name is unknown)."""
+    name = (e.name or "").split(".")[0]
+    if not name:
+        return None
+    if name in ("gsdd_cli", "gsdd_cuda"):
+        return MissingModuleError(f"gsdd's own module {e.name} is missing: the installation is broken",
+                                  hint="reinstall gsdd (pip install --force-reinstall ...)", module=name)
+    pip = _PIP_NAMES.get(name, name)
+    return MissingModuleError(f"the Python package {name!r} is not installed; install it with: pip install {pip}",
+                              module=name)
+
+
 # Exit codes of the CLI, one line each (README and `gsdd --help` show this table).
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
@@ -97,6 +125,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (8, "dataset missing or unusable (NaN/Inf, out of range, < 2 classes, empty)"),
     (9, "file-system error (read-only, disk full, permission, name too long, ...)"),
     (10, "training diverged (NaN/Inf loss or parameter); last good checkpoint kept"),
+    (11, "a Python package is missing (an optional extra, or a broken install)"),
     (130, "interrupted (Ctrl-C); distill saves a checkpoint for --resume"),
 )
 

@@ -31,7 +31,9 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
 class Dataset:
     """A labelled image dataset held as CPU tensors in [0, 1] pixel space.
 
-    ``x_train``/``x_test`` are float32 [N, C, H, W]; ``y_train``/``y_test`` int64 [N].
+    ``x_train``/``x_test`` are float32 [N, C, H, W]; ``y_train``/``y_test`` int64 [N]. The test split
+    may be empty (``has_test`` is False): fitting, distilling and training experts need only the
+    training images; what measures accuracy calls :meth:`require_test`.
     ``default_transform`` names the transform the network sees ("zca" or "normalize"),
     ``mean``/``std`` are the per-channel constants of the "normalize" transform.
     ``source`` says where the data came from; ``cache_dir`` is where derived artefacts (the fitted
@@ -87,6 +89,18 @@ class Dataset:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
+    @property
+    def has_test(self) -> bool:
+        return int(self.y_test.numel()) > 0
+
+    def require_test(self, what: str) -> None:
+        """DataError unless there is a test split: ``what`` (e.g. "gsdd eval") needs it."""
+        if not self.has_test:
+            raise DataError(f"{self.source or self.name}: the dataset has no test split, and {what} needs test "
+                            "images to measure accuracy",
+                            hint="add x_test/y_test to the .npz or a test/ folder beside train/ "
+                                 "(gsdd export --with-test keeps the source's test split)")
+
     def indices_of_class(self, c: int) -> torch.Tensor:
         return torch.nonzero(self.y_train == c, as_tuple=False).flatten()
 
@@ -126,11 +140,13 @@ def check_float_pixels(x: np.ndarray, where: str, unclamped: bool = False) -> No
 
 
 def check_dataset(ds: "Dataset", where: str) -> "Dataset":
-    """A usable dataset: at least 2 classes and at least one train and one test image per class."""
+    """A usable dataset: at least 2 classes, at least one training image per class and, if there is a
+    test split, at least one test image per class."""
     k = ds.num_classes
     if k < 2:
         raise DataError(f"{where}: a dataset needs at least 2 classes, this one has {k}")
-    for split, y in (("training", ds.y_train), ("test", ds.y_test)):
+    splits = [("training", ds.y_train)] + ([("test", ds.y_test)] if ds.has_test else [])
+    for split, y in splits:
         if y.numel() == 0:
             raise DataError(f"{where}: no {split} images")
         counts = torch.bincount(y, minlength=k)
@@ -139,7 +155,7 @@ def check_dataset(ds: "Dataset", where: str) -> "Dataset":
             c = empty[0]
             more = f" (and {len(empty) - 1} more class(es))" if len(empty) > 1 else ""
             raise DataError(f"{where}: class {c} ({ds.class_names[c]}) has no {split} images{more}; "
-                            "every class needs at least one training and one test image")
+                            f"every class needs at least one {split} image")
     return ds
 
 

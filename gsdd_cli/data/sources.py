@@ -88,18 +88,22 @@ def load_digits_dataset(data_dir: Path | None = None, download: bool = False) ->
 
 # -------------------------------------------------------------------------------------- npz
 def load_npz(path: Path, name: str | None = None) -> Dataset:
-    """A dataset in the shared .npz format: x_train uint8 [N,H,W,C], y_train [N], x_test, y_test,
-    optional class_names [K] (strings)."""
+    """A dataset in the shared .npz format: x_train uint8 [N,H,W,C], y_train [N], optional x_test and
+    y_test (together: without them the dataset has no test split), optional class_names [K] (strings)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
-            missing = sorted({"x_train", "y_train", "x_test", "y_test"} - keys)
+            missing = sorted({"x_train", "y_train"} - keys)
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (see the .npz format in docs/datasets.md)")
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            if ("x_test" in keys) != ("y_test" in keys):
+                have, lack = ("x_test", "y_test") if "x_test" in keys else ("y_test", "x_test")
+                raise DataError(f"{path}: has {have} but no {lack}; give both for a test split, or neither")
+            splits = ("train", "test") if "x_test" in keys else ("train",)
+            arrays = {f"{a}_{split}": z[f"{a}_{split}"] for split in splits for a in ("x", "y")}
             names = [str(s) for s in z["class_names"].tolist()] if "class_names" in keys else None
             unclamped = "unclamped" in keys and z["unclamped"].shape == () and bool(z["unclamped"])
     except DataError:
@@ -107,7 +111,7 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
     except Exception as e:  # zipfile/ValueError/pickle refusals
         raise DataError(f"{path}: not a readable .npz dataset ({(str(e).splitlines() or [type(e).__name__])[0][:100]})") from None
     xs = {}
-    for split in ("train", "test"):
+    for split in splits:
         x = arrays[f"x_{split}"]
         if x.ndim not in (3, 4):
             raise DataError(f"{path}: x_{split} must be [N, H, W, C] or [N, H, W], got shape {list(x.shape)}")
@@ -123,17 +127,21 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
         else:
             raise DataError(f"{path}: x_{split} must be uint8 (or float in [0, 1]), got {x.dtype}")
     ys = {}
-    for split in ("train", "test"):
+    for split in splits:
         y = arrays[f"y_{split}"]
         if y.ndim != 1 or len(y) != xs[split].shape[0] or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: y_{split} must be integer [N] matching x_{split}")
         ys[split] = torch.from_numpy(y.astype(np.int64))
+    if "test" not in xs:  # no test split: empty tensors of the training images' shape
+        xs["test"] = xs["train"][:0].clone()
+        ys["test"] = ys["train"][:0].clone()
     if xs["train"].shape[1:] != xs["test"].shape[1:]:
         raise DataError(f"{path}: train images {list(xs['train'].shape[1:])} and test images {list(xs['test'].shape[1:])} differ in shape")
-    k = int(max(ys["train"].max(), ys["test"].max())) + 1
+    labels = torch.cat([ys["train"], ys["test"]])
+    k = int(labels.max()) + 1
     if names is None:
         names = [str(i) for i in range(k)]
-    if k > len(names) or min(int(ys["train"].min()), int(ys["test"].min())) < 0:
+    if k > len(names) or int(labels.min()) < 0:
         raise DataError(f"{path}: labels must lie in [0, {len(names)}) (class_names has {len(names)} entries)")
     return check_dataset(Dataset(
         name=name or str(path.resolve()),
@@ -172,7 +180,7 @@ def npz_info(path: Path) -> tuple[int, int, int, int]:
             if "class_names" in z.files:
                 k = len(z["class_names"])
             else:
-                k = int(max(z["y_train"].max(), z["y_test"].max())) + 1
+                k = int(max(z[y].max() for y in ("y_train", "y_test") if y in z.files)) + 1
     except DataError:
         raise
     except Exception as e:
@@ -222,8 +230,9 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
     sorted folder names of train/, all images must share one size; grayscale if the first image is."""
     root = Path(root)
     train_dir, test_dir = root / "train", _test_dir(root)
-    if not train_dir.is_dir() or test_dir is None:
-        raise DataError(f"{root}: an image-folder dataset needs {root}/train/<class>/ and {root}/test/<class>/ folders")
+    if not train_dir.is_dir():
+        raise DataError(f"{root}: an image-folder dataset needs {root}/train/<class>/ folders "
+                        f"(and {root}/test/<class>/ for a test split)")
     classes = [p.name for p in _class_folders(train_dir)]
     if not classes:
         raise DataError(f"{train_dir}: no class folders")
@@ -232,7 +241,7 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
         raise DataError(f"{train_dir}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     mode, size = _image_mode_size(first)
     splits = {}
-    for split, d in (("train", train_dir), ("test", test_dir)):
+    for split, d in (("train", train_dir),) + ((("test", test_dir),) if test_dir is not None else ()):
         xs, ys = [], []
         for label, c in enumerate(classes):
             folder = d / c
@@ -247,6 +256,8 @@ def load_image_folder(root: Path, name: str | None = None) -> Dataset:
         if not xs:
             raise DataError(f"{d}: no images found in class folders")
         splits[split] = (from_uint8_nhwc(np.stack(xs)), torch.tensor(ys, dtype=torch.int64))
+    if "test" not in splits:  # no test/ (or val/) folder: no test split
+        splits["test"] = (splits["train"][0][:0].clone(), splits["train"][1][:0].clone())
     return check_dataset(Dataset(
         name=name or str(root.resolve()),
         x_train=splits["train"][0],

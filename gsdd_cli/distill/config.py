@@ -20,6 +20,7 @@ from gsdd_cli.core.options import (
     backend_option,
     data_dir_option,
     device_option,
+    display_name,
     finite,
     option,
     out_option,
@@ -260,7 +261,7 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     except (json.JSONDecodeError, ValueError) as e:
         raise ConfigError(f"config file {path} is not valid: {first_line(e, 200)}") from None
     except Exception as e:  # yaml.YAMLError
-        if isinstance(e, ConfigError):
+        if isinstance(e, (ConfigError, ModuleNotFoundError)):  # no PyYAML: the CLI names what to install
             raise
         raise ConfigError(f"config file {path} is not valid YAML: {first_line(e, 200)}") from None
     if data is None:
@@ -342,7 +343,22 @@ def build_config(
     except ValidationError as e:
         from_file = {k for k in file_values if k not in given}
         raise ConfigError(format_validation_error(e, from_file=from_file, file=str(config_file))) from None
+    _check_expert_epochs(cfg)
     return _resolve_budget(cfg, info)
+
+
+def _check_expert_epochs(cfg: DistillConfig) -> None:
+    """TM that trains its own experts: they must reach the last epoch TM follows, max_start_epoch − 1 +
+    expert_epochs (checked here, before any expert is trained, not after)."""
+    need = cfg.max_start_epoch - 1 + cfg.expert_epochs
+    if cfg.algo == "tm" and not cfg.buffers and cfg.experts_epochs is not None and cfg.experts_epochs < need:
+        def name(f: str) -> str:
+            return display_name(DistillConfig, f)
+
+        raise ConfigError(f"{name('experts_epochs')} {cfg.experts_epochs} is below the {need} epochs trajectory "
+                          f"matching follows ({name('max_start_epoch')} − 1 + {name('expert_epochs')})",
+                          hint=f"give {name('experts_epochs')} {need} or more, or lower {name('max_start_epoch')} "
+                               f"or {name('expert_epochs')}")
 
 
 def _resolve_budget(cfg: DistillConfig, info: tuple[int, int, int, int]) -> DistillConfig:

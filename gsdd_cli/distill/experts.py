@@ -25,8 +25,12 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DivergenceError
+from gsdd_cli.core.options import flag_names
 from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
+from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.transforms import apply_in_batches, cache_stem
 from gsdd_cli.distill.common import (
     DistInfo,
     barrier,
@@ -36,16 +40,15 @@ from gsdd_cli.distill.common import (
     seed_everything,
     shutdown_distributed,
 )
-
-MANIFEST = "manifest.json"
-FORMAT = "gsdd-experts"
-FORMAT_VERSION = 1
-from gsdd_cli.core.devices import resolve_device
-from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
-from gsdd_cli.data.transforms import apply_in_batches, cache_stem
-from gsdd_cli.distill.experts_config import COMPAT_KEYS, ExpertsConfig, default_counts, make_experts_config  # noqa: F401,E402
+from gsdd_cli.distill.config import DistillConfig
+from gsdd_cli.distill.experts_config import COMPAT_KEYS, ExpertsConfig, default_counts, make_experts_config  # noqa: F401
 from gsdd_cli.evaluate import test_accuracy, train_epoch
 from gsdd_cli.models import get_model
+
+MANIFEST = "manifest.json"
+LONG_RUN = 30 * 60  # seconds: a longer estimate names the options that shorten it
+FORMAT = "gsdd-experts"
+FORMAT_VERSION = 1
 
 
 @dataclass
@@ -157,19 +160,52 @@ def read_manifest(folder: Path | str) -> dict:
     return m
 
 
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 10 min', '2 d 4 h'."""
+    s = int(round(seconds))
+    if s < 90:
+        return f"{s} s"
+    m = s // 60
+    if m < 90:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h"
+
+
+def time_estimate(first_epoch: float, experts: int, epochs: int, device: torch.device,
+                  shorten: tuple[str, str] = ("--num", "--epochs")) -> str:
+    """The line printed after the first measured epoch: how long all of this process's experts take
+    at that pace, and, past :data:`LONG_RUN` seconds, the options that shorten it (``shorten``: the
+    command's flags for the number of experts and their epochs)."""
+    total = first_epoch * experts * epochs
+    line = (f"experts: the first epoch took {first_epoch:.2f} s on {device.type}; {experts} expert(s) × "
+            f"{epochs} epochs will take about {format_duration(total)}")
+    if total > LONG_RUN:
+        ways = [f"fewer experts ({shorten[0]})", f"fewer epochs ({shorten[1]})"]
+        if device.type == "cpu":
+            ways.append("a GPU (--device cuda)")
+        line += "; to shorten it: " + ", ".join(ways)
+    return line
+
+
 def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None, *,
-                  shutdown: bool = True) -> ExpertsResult:
+                  shutdown: bool = True, notify: Callable[[str], None] | None = None,
+                  shorten: tuple[str, str] = ("--num", "--epochs")) -> ExpertsResult:
     """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``.
 
     The folder is checked before any work. If the run fails, finished experts stay (a re-run
     continues), and a folder or manifest this call created for nothing is removed again.
     ``shutdown=False`` leaves a torch.distributed process group up (a caller that goes on using it).
+    ``notify`` (rank 0) gets :func:`time_estimate`'s line once the first epoch has been timed.
     """
     out = Path(cfg.out)
     check_output_dir(out, "--out", {"DATASET": dataset_path(cfg.dataset)})
     had_folder, had_manifest = out.exists(), (out / MANIFEST).is_file()
     try:
-        return _train_experts(cfg, on_step, shutdown)
+        return _train_experts(cfg, on_step, shutdown, notify, shorten)
     except BaseException:
         if not had_manifest and (out / MANIFEST).is_file() and not _count_files(out):
             remove_quietly([out / MANIFEST])
@@ -184,7 +220,7 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
 
 
 def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None,
-                   shutdown: bool = True) -> ExpertsResult:
+                   shutdown: bool, notify: Callable[[str], None] | None, shorten: tuple[str, str]) -> ExpertsResult:
     t_start = time.perf_counter()
     info = init_distributed(cfg.device)
     device = rank_device(resolve_device(cfg.device), info)
@@ -214,10 +250,11 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
 
     x = apply_in_batches(tf, ds.x_train, device)
     y = ds.y_train.to(device)
-    test_x = apply_in_batches(tf, ds.x_test, device)
+    test_x = apply_in_batches(tf, ds.x_test, device) if ds.has_test else None
     test_y = ds.y_test.to(device)
     mine = list(range(info.rank, cfg.num, info.world))
     result = ExpertsResult(out=out)
+    timed = False  # the first trained epoch is timed for the estimate
     for done, i in enumerate(mine):
         path = expert_path(out, i)
         ok, acc = _complete(path, cfg.epochs, count)
@@ -234,10 +271,15 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         snapshots = [flat_params(net)]
         for ep in range(cfg.epochs):
+            t_epoch = time.perf_counter()
             train_loss, train_acc = train_epoch(net, opt, x, y, cfg.batch, cfg.dsa_strategy if cfg.dsa else None)
+            if notify is not None and info.is_main and not timed:
+                timed = True
+                todo = sum(1 for j in mine[done:] if not _complete(expert_path(out, j), cfg.epochs, count)[0])
+                notify(time_estimate(time.perf_counter() - t_epoch, todo, cfg.epochs, device, shorten))
             snapshots.append(flat_params(net))
             last = ep + 1 == cfg.epochs
-            acc = test_accuracy(net, test_x, test_y) if last else None
+            acc = test_accuracy(net, test_x, test_y) if last and ds.has_test else None
             if on_step:
                 on_step(ExpertStep(i, done + (1 if last else 0), len(mine), ep + 1, cfg.epochs,
                                    train_loss, train_acc, acc))
@@ -249,11 +291,12 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
         md = {
             "format": "gsdd-expert", "format_version": str(FORMAT_VERSION), "dataset": cfg.dataset,
             "model": cfg.model, "transform": kind, "epochs": str(cfg.epochs), "index": str(i),
-            "seed": str(cfg.seed), "test_acc": f"{acc:.6f}", "param_count": str(count),
+            "seed": str(cfg.seed), "test_acc": f"{acc:.6f}" if acc is not None else "", "param_count": str(count),
         }
         atomic_write_bytes(path, safetensors_bytes({"trajectory": traj}, metadata=md))
         result.trained.append(i)
-        result.test_acc[i] = float(acc)
+        if acc is not None:  # None: the dataset has no test split
+            result.test_acc[i] = float(acc)
     if info.enabled:  # every rank reports what it trained or skipped, so rank 0 can show all of it
         parts: list = [None] * info.world
         dist.all_gather_object(parts, (result.trained, result.skipped, result.test_acc))
@@ -325,7 +368,8 @@ def ensure_experts(cfg, ds, *, notify: Callable[[str], None] | None = None,
         what = (f"training {todo} expert trajectories ({ecfg.epochs} epochs each)" if todo
                 else f"reusing {done} finished expert trajectories")
         notify(f"no --buffers: {what} in {ecfg.out}" + (f" ({done} already there)" if todo and done else ""))
-    train_experts(ecfg, on_step, shutdown=False)
+    shorten = tuple(flag_names(f, DistillConfig.model_fields[f])[0] for f in ("num_experts", "experts_epochs"))
+    train_experts(ecfg, on_step, shutdown=False, notify=notify, shorten=shorten)
     return Path(ecfg.out)
 
 
@@ -364,7 +408,7 @@ class ExpertBuffers:
                               f"{model} network of this run has {param_count}")
         if needed_epoch > self.epochs:
             raise ConfigError(
-                f"max_start_epoch + expert_epochs = {needed_epoch} exceeds the {self.epochs} epochs of the "
+                f"max_start_epoch − 1 + expert_epochs = {needed_epoch} exceeds the {self.epochs} epochs of the "
                 f"experts in {self.folder}",
                 hint="lower --max-start-epoch/--expert-epochs or train longer experts",
             )

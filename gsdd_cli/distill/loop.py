@@ -166,6 +166,8 @@ def _run(
     dinfo = init_distributed(cfg.device)
     device = rank_device(resolve_device(cfg.device), dinfo)
     ds = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.eval_every:
+        ds.require_test("--eval-every")
     kind = cfg.transform or default_transform_kind(ds.name, cfg.algo)
     cfg = cfg.model_copy(update={"transform": kind})
     transform = make_transform(ds, kind).to(device)

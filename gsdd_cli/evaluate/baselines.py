@@ -71,6 +71,7 @@ def evaluate_baseline(
         raise ConfigError("a baseline needs a dataset (or a .gsd file to take it from)")
     else:
         ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    ds.require_test("gsdd eval --baseline")
     dev = resolve_device(cfg.device)
     st = resolve_settings(cfg)
     if isinstance(transform, Transform):

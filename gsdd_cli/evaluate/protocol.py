@@ -116,6 +116,7 @@ def _evaluate_file(
     resolve_settings(cfg)  # validate early (device, arch) before the expensive steps
     comparing = vs_random or full or full_accuracy is not None
     ds, tf = data()
+    ds.require_test("gsdd eval")
     pixels = render(dev)
     x_syn = apply_in_batches(tf, pixels, pixels.device)
     test_x = apply_in_batches(tf, ds.x_test, dev)

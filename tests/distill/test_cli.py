@@ -112,3 +112,38 @@ def test_experts_cli(tiny_npz, tmp_path):
     assert json.loads(res.output)["trained"] == [0]
     assert (out / "expert_0000.safetensors").is_file() and (out / "manifest.json").is_file()
     _one_line_error(_run("experts", tiny_npz, "--num", "0", "--out", str(out)), 3, "num")
+
+
+def test_experts_print_a_time_estimate(tiny_npz, tmp_path):
+    res = _run("experts", tiny_npz, "--num", "2", "--epochs", "3", "--batch", "16", "--out", str(tmp_path / "b"),
+               "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("experts: the first epoch took"))
+    assert "2 expert(s) × 3 epochs will take about" in line and "to shorten it" not in line
+    res = _run("experts", tiny_npz, "--num", "2", "--epochs", "3", "--batch", "16", "--out", str(tmp_path / "b"),
+               "--device", "cpu")
+    assert res.exit_code == 0 and "first epoch took" not in res.stderr  # nothing left to train: no estimate
+
+
+def test_time_estimate_names_what_shortens_a_long_run():
+    import torch
+
+    from gsdd_cli.distill.experts import format_duration, time_estimate
+
+    assert [format_duration(s) for s in (45, 720, 3 * 3600 + 600, 52 * 3600)] == ["45 s", "12 min", "3 h 10 min",
+                                                                                   "2 d 4 h"]
+    short = time_estimate(0.5, 5, 10, torch.device("cpu"))
+    assert short.endswith("5 expert(s) × 10 epochs will take about 25 s")
+    long = time_estimate(30.0, 100, 50, torch.device("cpu"), ("--num-experts", "--experts-epochs"))
+    assert "about 41 h 40 min" in long
+    assert long.endswith("to shorten it: fewer experts (--num-experts), fewer epochs (--experts-epochs), "
+                         "a GPU (--device cuda)")
+    assert "a GPU" not in time_estimate(30.0, 100, 50, torch.device("cuda"))
+
+
+def test_too_short_cached_experts_are_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSDD_DATA_DIR", str(tmp_path / "data"))
+    res = _run("distill", "digits", "--algo", "tm", "--ipc", "1", "--max-start-epoch", "4", "--expert-epochs", "2",
+               "--experts-epochs", "4", "--out", str(tmp_path / "o.gsd"))
+    _one_line_error(res, 3, "--experts-epochs 4 is below the 5 epochs")
+    assert not (tmp_path / "data" / "experts").exists() and not (tmp_path / "o.gsd").exists()

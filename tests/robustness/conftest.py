@@ -28,7 +28,7 @@ FAST_DISTILL = ["--algo", "dm", "--ipc", "1", "--iterations", "2", "--init-steps
 
 
 def make_npz(path: Path, *, classes=CLASSES, train=4, test=2, dtype=np.uint8, scale=255.0, poke=None,
-             test_classes=None) -> Path:
+             test_classes=None, with_test=True) -> Path:
     rng = np.random.default_rng(0)
     x_tr = (rng.uniform(0, 1, (classes * train, SIZE, SIZE, 3)) * scale).astype(dtype)
     y_tr = np.repeat(np.arange(classes), train)
@@ -37,8 +37,8 @@ def make_npz(path: Path, *, classes=CLASSES, train=4, test=2, dtype=np.uint8, sc
     y_te = np.repeat(np.arange(tc), test)
     if poke is not None:
         x_tr.flat[5] = poke
-    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-             class_names=np.array([f"c{i}" for i in range(classes)]))
+    test = {"x_test": x_te, "y_test": y_te} if with_test else {}
+    np.savez(path, x_train=x_tr, y_train=y_tr, **test, class_names=np.array([f"c{i}" for i in range(classes)]))
     return path
 
 

@@ -29,7 +29,10 @@ def experts(cfg: ExpertsConfig, flags: OutputFlags) -> None:
     silent = int(os.environ.get("RANK", "0") or 0) != 0  # under torchrun only rank 0 reports
     quiet = flags.quiet or silent
     with make_progress(quiet) as progress:
-        result = train_experts(cfg, expert_progress(progress))
+        def notify(msg: str) -> None:
+            progress.console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+
+        result = train_experts(cfg, expert_progress(progress), notify=None if quiet else notify)
     summary = {
         "out": str(result.out), "trained": result.trained, "skipped": result.skipped,
         "test_acc": {str(k): round(v, 4) for k, v in sorted(result.test_acc.items())},
