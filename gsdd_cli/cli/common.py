@@ -7,6 +7,7 @@ import os
 from typing import Any, Callable
 
 import typer
+from rich.markup import escape
 
 from gsdd_cli.cli.console import err, out
 from gsdd_cli.core.errors import EXIT_CODES, GsddError, from_rasterizer_error, missing_module_error
@@ -14,9 +15,9 @@ from gsdd_cli.core.outputs import dumps_json, fs_error
 
 
 def report_error(e: GsddError) -> None:
-    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
     if e.hint:
-        err.print(f"[yellow]hint:[/] {e.hint}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[yellow]hint:[/] {escape(str(e.hint))}", markup=True, highlight=False, soft_wrap=True)
 
 
 def as_gsdd_error(e: BaseException) -> GsddError | None:

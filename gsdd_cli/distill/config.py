@@ -80,7 +80,8 @@ DIGITS = {
 # Fields that may change between a run and its --resume without affecting the result.
 RUN_CONTROL_FIELDS = frozenset(
     {"iterations", "eval_every", "eval_epochs", "eval_runs", "save_every", "log_every", "device", "backend",
-     "out", "data_dir", "buffers", "init", "num_experts", "experts_epochs"}
+     "out", "data_dir", "buffers", "init", "num_experts", "experts_epochs", "tensorboard",
+     "tensorboard_images_every"}
 )
 
 
@@ -151,6 +152,10 @@ class DistillConfig(BaseModel):
     eval_runs: int = option(1, "Networks per evaluation.", gt=0)
     save_every: int = option(0, "Write a checkpoint every N iterations (0 = only on Ctrl-C).", ge=0)
     log_every: int = option(1, "Write an iteration record to the log every N iterations.", gt=0)
+    tensorboard: Optional[str] = option(None, "Also write TensorBoard event files (losses, α, timings, evals, "
+                                        "image grids) to this folder (needs gsdd[tensorboard]).")
+    tensorboard_images_every: int = option(100, "With --tensorboard: an image grid of the set every N iterations "
+                                           "(0 = first and last only).", ge=0)
 
     _strategy = field_validator("dsa_strategy")(check_strategy)
     _finite = field_validator("lr", "lr_init", "lr_net", "lr_lr", "boundary_lambda", "lr_img", "init_lr",

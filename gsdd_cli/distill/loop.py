@@ -6,6 +6,8 @@ Files next to the output ``X.gsd`` (paths and log: :mod:`gsdd_cli.distill.runlog
 - ``X.gsd.config.json``  the resolved configuration (written at the start);
 - ``X.gsd.log.jsonl``    one JSON record per line: ``start``, ``iter`` (losses, seconds per iteration,
   seconds and share spent in the forward render + transform), ``eval``, ``checkpoint``, ``end``;
+- ``--tensorboard DIR``  the same ``iter`` and ``eval`` records (and image grids) as TensorBoard
+  event files (:mod:`gsdd_cli.distill.tensorboard`);
 - ``X.gsd.ckpt``         the checkpoint (``--save-every``, Ctrl-C, ``stop_after``, divergence); removed
   when the run completes. It holds the fp32 Gaussian masters, the Adam state, the method's state (TM:
   α and its SGD state), the iteration, the last loss, the init record, every RNG state (torch CPU,
@@ -70,6 +72,7 @@ from gsdd_cli.distill.params import (
     stand_in_images,
 )
 from gsdd_cli.distill.runlog import RunLog, SigintFlag, check_run_outputs, run_paths
+from gsdd_cli.distill.tensorboard import TensorBoardLog
 from gsdd_cli.distill.tm import preflight
 from gsdd_cli.evaluate import EvalConfig, render_all, train_and_evaluate
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
@@ -142,6 +145,8 @@ def distill(
         return _run(cfg, on_step, on_init_step=on_init_step, resume=resume, stop_after=stop_after,
                     notify=notify, side=side)
     except BaseException:
+        if side.get("log") is not None:
+            side["log"].close()  # closes the TensorBoard writer too (idempotent)
         if not resume and not side["checkpoint_written"]:
             remove_quietly(side["created"])  # nothing to resume: leave no debris
         if dist.is_available() and dist.is_initialized():
@@ -217,7 +222,10 @@ def _run(
     if main:  # setup succeeded: now the side files appear
         side["created"] += [paths["config"], paths["log"]]
         atomic_write_json(paths["config"], cfg.model_dump(mode="json"))
-    log = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
+    log = side["log"] = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
+    log.mirror = tb = TensorBoardLog(cfg.tensorboard if main else None, images_every=cfg.tensorboard_images_every,
+                                     render=lambda: render_all(ctx.images, ctx.device, cfg.backend),
+                                     labels=images.labels)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
                "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,
                "memory": method.memory_plan,
@@ -295,6 +303,8 @@ def _run(
                     log.write({"event": "iter", "iteration": done, **{k: _round(v) for k, v in metrics.items()},
                                "seconds": round(dt, 5), "render_seconds": round(ctx.render_seconds, 5),
                                "render_share": round(share, 4)})
+                if tb.wants_images(done, start_it + 1, min(total, stop_after or total)):
+                    tb.images(done)
                 step = DistillStep(done, total, loss, metrics, dt, share)
                 if cfg.eval_every and (done % cfg.eval_every == 0 or done == total):
                     if evaluator is not None:  # main process only; the others wait

@@ -14,6 +14,7 @@ from gsdd_cli.core.errors import ConfigError
 from gsdd_cli.core.outputs import atomic_write_text, check_output_file, dumps_json, fs_error
 from gsdd_cli.data import dataset_path
 from gsdd_cli.distill.config import DistillConfig
+from gsdd_cli.distill.tensorboard import check_tensorboard
 
 
 def run_paths(out: Path | str) -> dict[str, Path]:
@@ -30,7 +31,8 @@ def check_run_outputs(cfg: DistillConfig, inputs: Mapping[str, Any] | None = Non
     """Refuse, before any work, outputs that cannot be written or that name an input.
 
     Checks ``cfg.out`` and its config, log and checkpoint files against the dataset (when it is a
-    path), ``--init``, ``--buffers`` and ``inputs`` (label → path, e.g. ``{"--config": path}``).
+    path), ``--init``, ``--buffers`` and ``inputs`` (label → path, e.g. ``{"--config": path}``), and
+    that ``--tensorboard`` can be written (the package is installed, the folder is not a file).
     """
     if not cfg.out:
         raise ConfigError("no output file: give --out FILE.gsd")
@@ -39,6 +41,7 @@ def check_run_outputs(cfg: DistillConfig, inputs: Mapping[str, Any] | None = Non
     check_output_file(paths["out"], "--out", ins)
     for key in ("config", "log", "checkpoint"):
         check_output_file(paths[key], f"{key} file", ins)
+    check_tensorboard(cfg.tensorboard)
 
 
 class SigintFlag:
@@ -68,11 +71,12 @@ class SigintFlag:
 
 class RunLog:
     """The JSONL run log (strict JSON: a non-finite number is written as null). OSError →
-    FileSystemError."""
+    FileSystemError. ``mirror`` (e.g. a TensorBoardLog) gets every record too and is closed with it."""
 
-    def __init__(self, path: Path | None, resume_from: int | None):
+    def __init__(self, path: Path | None, resume_from: int | None, mirror: Any = None):
         self.path = path
         self.f = None
+        self.mirror = mirror
         if path is None:
             return
         try:
@@ -100,8 +104,12 @@ class RunLog:
                 self.f.flush()
             except OSError as e:
                 raise fs_error(e, self.path) from None
+        if self.mirror is not None:
+            self.mirror.write(record)
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
         if self.f is not None:
             try:
                 self.f.close()
