@@ -44,8 +44,15 @@ SPACES_BY_FORMAT = {
 SIDECAR = "gsdd_export.json"
 PNG_NOTE = "PNG clips values to [0, 1] and quantizes them to 8 bits; the .gsd (or a pt/npz export) keeps them exact"
 EXPORT_FORMAT_VERSION = 1
-# DD-Ranking's names for the datasets it has built in
-DDRANKING_DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+# DD-Ranking 0.2.0's names for the datasets its get_dataset (ddranking/utils/data.py) loads; any other
+# name leaves it without a dataset (UnboundLocalError 'channel'). Values: (name, its Normalize mean, std).
+_DD_CIFAR = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))  # it uses these for CIFAR100 too
+_DD_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+DDRANKING_DATASETS = {"cifar10": ("CIFAR10", *_DD_CIFAR), "cifar100": ("CIFAR100", *_DD_CIFAR),
+                      "tinyimagenet": ("TinyImageNet", *_DD_IMAGENET),
+                      **{n.lower(): (n, *_DD_IMAGENET) for n in ("ImageNette", "ImageWoof", "ImageMeow",
+                                                                "ImageSquawk", "ImageFruit", "ImageYellow")}}
+DDRANKING_TRANSFORMS = "ddranking_transforms.py"
 # DD-Ranking's aug_params keys → our DSA parameters (data/augment.py DSAParams: the DSA paper's values)
 _DSA = DSAParams()
 DDRANKING_DSA = {"flip": _DSA.flip_prob, "rotate": _DSA.rotate_degrees, "saturation": _DSA.saturation,
@@ -221,14 +228,45 @@ def _export_imagefolder(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Te
     return [SIDECAR, "train/"] + (["test/"] if with_test else [])
 
 
-def ddranking_config(s: DistilledSet) -> dict[str, Any]:
+def ddranking_dataset(s: DistilledSet) -> tuple[str | None, str | None]:
+    """DD-Ranking's name for the set's dataset (None where it has none) and, where the set's
+    normalization is not the one DD-Ranking applies to that dataset or it has no name, a one-line note."""
+    known = DDRANKING_DATASETS.get(s.header.dataset.lower())
+    tf = transform_record(s, tensors=False)
+    if known is None:
+        return None, (f"DD-Ranking cannot load dataset {s.header.dataset!r} by name (its get_dataset knows only "
+                      f"{', '.join(v[0] for v in DDRANKING_DATASETS.values())}, ImageNet1K): ddranking.yaml has "
+                      "dataset: null; its LabelRobustScoreHard needs one of those names for the real data, "
+                      "so compute the random-real and full-data baselines with gsdd eval --vs-random --full")
+    name, mean, std = known
+    if tf["kind"] == "normalize" and not (np.allclose(tf["mean"], mean, atol=1e-4)
+                                          and np.allclose(tf["std"], std, atol=1e-4)):
+        return name, (f"the set is normalized with mean {_fmt(tf['mean'])} std {_fmt(tf['std'])} but DD-Ranking "
+                      f"trains its random and full-data baselines on {name} normalized with mean {_fmt(mean)} "
+                      f"std {_fmt(std)} (custom_val_trans changes only its test transform): its baselines do not "
+                      "share the set's transform; gsdd eval --vs-random --full does")
+    return name, None
+
+
+def _fmt(v: Any) -> str:
+    return "[" + ", ".join(f"{float(x):.4g}" for x in v) + "]"
+
+
+def ddranking_config(s: DistilledSet, epochs: int | None = None) -> dict[str, Any]:
     """Keyword arguments for DD-Ranking's ``LabelRobustScoreHard`` matching gsdd's protocol, plus
-    ``syn_lr`` (an argument of ``compute_metrics``, not of the constructor)."""
+    ``syn_lr`` (an argument of ``compute_metrics``, not of the constructor).
+
+    ``epochs`` (default gsdd eval's) sets the schedule as gsdd eval runs it: ``epochs + 1`` passes, lr
+    × 0.1 after pass ``epochs // 2 + 1`` (evaluate/training.py), i.e. StepLR ``step_size = epochs // 2 + 2``
+    (DD-Ranking steps its scheduler once per epoch).
+    """
     c, h, w = s.shape
     lr, _ = eval_lr(s)
-    st = resolve_settings(EvalConfig(arch="convnet"), s.algorithm, s.syn_lr)  # gsdd eval's own protocol
+    base = EvalConfig(arch="convnet") if epochs is None else EvalConfig(arch="convnet", epochs=epochs)
+    st = resolve_settings(base, s.algorithm, s.syn_lr)  # gsdd eval's own protocol
+    name, _ = ddranking_dataset(s)
     return {
-        "dataset": DDRANKING_DATASETS.get(s.header.dataset.lower(), s.header.dataset),
+        "dataset": name,
         "ipc": s.ipc,
         "im_size": [h, w],
         "model_name": f"ConvNet-{default_convnet_depth(h, w)}",
@@ -237,10 +275,10 @@ def ddranking_config(s: DistilledSet) -> dict[str, Any]:
         "aug_params": dict(DDRANKING_DSA),
         "optimizer": st.optimizer,
         "lr_scheduler": "step",
-        "step_size": st.epochs // 2,
+        "step_size": st.epochs // 2 + 2,
         "weight_decay": st.weight_decay,
         "momentum": st.momentum,
-        "num_epochs": st.epochs,
+        "num_epochs": st.epochs + 1,
         "syn_batch_size": st.batch_size,
         "num_eval": st.runs,
         "eval_full_data": True,
@@ -259,11 +297,15 @@ def _ddranking_yaml(s: DistilledSet, cfg: dict[str, Any]) -> str:
         "# (real images per class), which sizes DD-Ranking's random baseline, not the number of images.",
         "# Add real_data_path, device, save_path, ... and pass every key except syn_lr to",
         "# LabelRobustScoreHard(...); syn_lr goes to compute_metrics(syn_lr=...). See docs/export.md.",
-        f"# syn_lr: {src} ({lr:g}).",
+        f"# syn_lr: {src} ({lr:g}). num_epochs/step_size: gsdd eval's {cfg['num_epochs'] - 1} epochs (lr x 0.1 once;",
+        "# gsdd also resets momentum there, StepLR does not).",
     ]
+    _, note = ddranking_dataset(s)
+    if note:
+        lines.append(f"# NOTE: {note}.")
     if tf["kind"] == "normalize":
         lines.append(f"# images.pt is normalized with mean {tf['mean']} and std {tf['std']}: the real data must be")
-        lines.append("# normalized the same way (DD-Ranking's defaults for its own datasets may differ).")
+        lines.append(f"# normalized the same way: {DDRANKING_TRANSFORMS} has that Normalize as custom_val_trans.")
     elif tf["kind"] == "zca":
         lines.append(f"# images.pt is ZCA-whitened (eps {tf['eps']}, fitted on {tf['num_images']} training images);")
         lines.append("# zca.pt holds that mean and matrix to check DD-Ranking's own fit against.")
@@ -272,8 +314,25 @@ def _ddranking_yaml(s: DistilledSet, cfg: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(cfg, sort_keys=False)
 
 
-def _export_ddranking(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tensor) -> list[str]:
-    cfg = ddranking_config(s)
+def _transforms_py(s: DistilledSet) -> str:
+    """A snippet with the set's Normalize, for DD-Ranking's custom_val_trans (its test transform)."""
+    tf = transform_record(s, tensors=False)
+    return "\n".join([
+        f"# The normalization of {s.path or 'the distilled set'} (written by gsdd {__version__}).",
+        "# DD-Ranking 0.2.0 applies custom_val_trans to the test images of the synthetic and random runs",
+        "# (get_dataset's dst_test_syn); it trains the random and full-data baselines on its own get_dataset",
+        "# transform, which custom_* do not change. custom_train_trans applies only to an image_path folder.",
+        "from torchvision import transforms",
+        "",
+        f"MEAN = {[round(v, 6) for v in tf['mean']]}",
+        f"STD = {[round(v, 6) for v in tf['std']]}",
+        "custom_val_trans = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])",
+    ]) + "\n"
+
+
+def _export_ddranking(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tensor,
+                      epochs: int | None = None) -> list[str]:
+    cfg = ddranking_config(s, epochs)
     text = _ddranking_yaml(s, cfg)
     meta = {**_meta(s, "ddranking", "network"), "transform": transform_record(s, tensors=False),
             "ddranking": cfg}
@@ -287,10 +346,14 @@ def _export_ddranking(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tens
             rec = transform_record(s)
             torch.save({"mean": rec["mean"], "matrix": rec["matrix"], "eps": rec["eps"]}, tmp / "zca.pt")
         (tmp / "ddranking.yaml").write_text(text)
+        if s.header.transform == "normalize":
+            (tmp / DDRANKING_TRANSFORMS).write_text(_transforms_py(s))
         _write_json(tmp / SIDECAR, meta)
 
     if s.header.transform == "zca":
         files.insert(3, "zca.pt")
+    if s.header.transform == "normalize":
+        files.insert(4, DDRANKING_TRANSFORMS)
     replace_dir(out, build)
     return files
 
@@ -309,12 +372,14 @@ def export_set(
     backend: str = "auto",
     data_dir: str | Path | None = None,
     on_progress: Progress | None = None,
+    epochs: int | None = None,
 ) -> ExportResult:
     """Export ``source`` (a :class:`DistilledSet` or a .gsd path) as ``fmt`` to ``out``.
 
     ``space`` defaults to ``network`` for pt/ddranking and must be ``pixel`` for npz/imagefolder.
     ``uint8`` (npz only) stores clipped, rounded bytes instead of float32; ``with_test`` (npz,
-    imagefolder) copies the source dataset's test split; ``force`` replaces a non-empty output folder.
+    imagefolder) copies the source dataset's test split; ``force`` replaces a non-empty output folder;
+    ``epochs`` (ddranking only) the training epochs its schedule follows (default gsdd eval's).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -324,6 +389,9 @@ def export_set(
         raise ConfigError(f"--space {space} does not apply to {fmt} (it stores {' or '.join(allowed)} space)")
     if uint8 and fmt != "npz":
         raise ConfigError("--uint8 only applies to --format npz (imagefolder is always 8-bit PNG)")
+    if epochs is not None and (fmt != "ddranking" or epochs < 1):
+        raise ConfigError("--epochs only applies to --format ddranking" if fmt != "ddranking"
+                          else f"--epochs must be at least 1, got {epochs}")
     if with_test and fmt not in ("npz", "imagefolder"):
         raise ConfigError("--with-test only applies to --format npz or imagefolder")
     s = source if isinstance(source, DistilledSet) else load(source, data_dir=data_dir)
@@ -348,8 +416,10 @@ def export_set(
     elif fmt == "imagefolder":
         files = _export_imagefolder(s, out, x, y, with_test, on_progress)
     else:
-        files = _export_ddranking(s, out, x, y)
+        files = _export_ddranking(s, out, x, y, epochs)
     notes = [PNG_NOTE] if fmt == "imagefolder" else []
+    if fmt == "ddranking":
+        notes += [n for n in [ddranking_dataset(s)[1]] if n]
     if fmt == "npz" and uint8:
         notes.append("uint8: values clipped to [0, 1] and rounded to 8 bits")
     if fmt == "npz" and not with_test:
@@ -364,6 +434,7 @@ __all__ = [
     "ExportResult",
     "class_folder_names",
     "ddranking_config",
+    "ddranking_dataset",
     "export_set",
     "to_uint8_nhwc",
     "transform_record",

@@ -98,9 +98,17 @@ def test_ddranking_folder(tmp_path, gsd, make_digits_gsd):
     assert float(torch.load(d / "syn_lr.pt", weights_only=True)) == pytest.approx(0.015)
     cfg = yaml.safe_load((d / "ddranking.yaml").read_text())
     assert cfg["ipc"] == 1 and cfg["use_zca"] is False and cfg["syn_lr"] == 0.015 and cfg["syn_batch_size"] == 256
-    assert cfg["model_name"] == "ConvNet-3" and cfg["im_size"] == [16, 16] and cfg["step_size"] == 500
+    assert cfg["model_name"] == "ConvNet-3" and cfg["im_size"] == [16, 16] and cfg["step_size"] == 502
+    assert cfg["num_epochs"] == 1001 and cfg["dataset"] is None  # digits: DD-Ranking has no such dataset
     assert "mean" in (d / "ddranking.yaml").read_text()  # the normalization to reproduce, as a comment
     assert not (d / "zca.pt").exists()
+    assert "custom_val_trans" in (d / "ddranking_transforms.py").read_text()
+    res = export_set(gsd, "ddranking", tmp_path / "d300", epochs=300)
+    cfg = yaml.safe_load((tmp_path / "d300" / "ddranking.yaml").read_text())
+    assert (cfg["num_epochs"], cfg["step_size"]) == (301, 152)  # gsdd: 301 passes, lr x 0.1 after pass 151
+    assert any("cannot load dataset 'digits'" in n for n in res.notes)
+    with pytest.raises(ConfigError, match="epochs"):
+        export_set(gsd, "pt", tmp_path / "e.pt", epochs=300)
     z = make_digits_gsd(tmp_path / "z.gsd", transform="zca", algorithm="dm")
     export_set(z, "ddranking", tmp_path / "ddz")
     cfg = yaml.safe_load((tmp_path / "ddz" / "ddranking.yaml").read_text())

@@ -14,6 +14,7 @@ from gsdd_cli.evaluate import (
     evaluate_gsd,
     fair_metrics,
     label_robust_score,
+    label_robust_score_paper,
     make_eval_config,
     subset_seed,
 )
@@ -27,22 +28,48 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GSDD_DATA_DIR", str(tmp_path / "data"))
 
 
-def test_label_robust_score_matches_the_definition():
+def test_lrs_paper_matches_the_definition():
     e = math.e
-    assert label_robust_score(0.0, 0.0) == pytest.approx((1 - 1 / e) / (e - 1 / e))
-    assert label_robust_score(1.0, -1.0) == pytest.approx(1.0)  # α = 1
-    assert label_robust_score(-1.0, 1.0) == pytest.approx(0.0)  # α = −1
+    assert label_robust_score_paper(0.0, 0.0) == pytest.approx((1 - 1 / e) / (e - 1 / e))
+    assert label_robust_score_paper(1.0, -1.0) == pytest.approx(1.0)  # α = 1
+    assert label_robust_score_paper(-1.0, 1.0) == pytest.approx(0.0)  # α = −1
     # α = λ·IOR − (1 − λ)·HLR with λ = 0.3
-    assert label_robust_score(0.2, 0.1, lam=0.3) == pytest.approx((math.exp(0.06 - 0.07) - 1 / e) / (e - 1 / e))
+    assert label_robust_score_paper(0.2, 0.1, lam=0.3) == pytest.approx((math.exp(0.06 - 0.07) - 1 / e) / (e - 1 / e))
+
+
+def _ddranking_0_2_0(syn, rnd, full, lrs_lambda=0.5):
+    """DD-Ranking 0.2.0, ddranking/metrics/hard_label.py, LabelRobustScoreHard.compute_metrics, written
+    out: its accuracies are percentages (utils/meter.py accuracy: × 100 / batch), then
+    hlr = full − syn, ior = syn − rnd, alpha = λ·ior − (1 − λ)·hlr,
+    lrs = (exp(alpha) − exp(−1)) / (exp(1) − exp(−1)), not rescaled."""
+    hlr = 1.00 * (full - syn)
+    ior = 1.00 * (syn - rnd)
+    alpha = lrs_lambda * ior - (1 - lrs_lambda) * hlr
+    return ior, hlr, (math.exp(alpha) - math.exp(-1)) / (math.exp(1) - math.exp(-1))
+
+
+def test_units_and_lrs_follow_ddranking():
+    syn, rnd, full = [0.4525, 0.46], [0.34, 0.35], [0.5, 0.49]  # fractions, as gsdd's accuracies
+    m = fair_metrics(syn, random=rnd, full=full, lrs_lambda=0.6)
+    ref = [_ddranking_0_2_0(100 * s, 100 * r, 100 * f, 0.6) for s, r, f in zip(syn, rnd, full)]
+    assert m["ior"]["per_run"] == pytest.approx([r[0] for r in ref])
+    assert m["ior"]["per_run"] == pytest.approx([11.25, 11.0])  # percentage points
+    assert m["hlr"]["per_run"] == pytest.approx([r[1] for r in ref])
+    assert m["hlr"]["per_run"] == pytest.approx([4.75, 3.0])
+    assert m["lrs"]["per_run"] == pytest.approx([r[2] for r in ref])
+    assert m["lrs"]["per_run"][0] == pytest.approx((math.exp(4.85) - math.exp(-1)) / (math.e - math.exp(-1)))
+    assert m["lrs_paper"]["per_run"] == pytest.approx([label_robust_score_paper(s - r, f - s, 0.6)
+                                                       for s, r, f in zip(syn, rnd, full)])
+    assert label_robust_score(11.25, 4.75, 0.6) == pytest.approx(ref[0][2])
 
 
 def test_fair_metrics_pairs_runs():
     m = fair_metrics([0.9, 0.7], random=[0.5, 0.6], full=[1.0, 0.9])
-    assert m["ior"]["per_run"] == pytest.approx([0.4, 0.1]) and m["ior"]["mean"] == pytest.approx(0.25)
-    assert m["hlr"]["per_run"] == pytest.approx([0.1, 0.2]) and m["hlr"]["std"] == pytest.approx(0.05)
-    assert m["lrs"]["per_run"] == pytest.approx([label_robust_score(0.4, 0.1), label_robust_score(0.1, 0.2)])
+    assert m["ior"]["per_run"] == pytest.approx([40.0, 10.0]) and m["ior"]["mean"] == pytest.approx(25.0)
+    assert m["hlr"]["per_run"] == pytest.approx([10.0, 20.0]) and m["hlr"]["std"] == pytest.approx(5.0)
+    assert m["lrs"]["per_run"] == pytest.approx([label_robust_score(40, 10), label_robust_score(10, 20)])
     given = fair_metrics([0.9, 0.7], full=0.95)
-    assert given["hlr"]["per_run"] == pytest.approx([0.05, 0.25]) and "lrs" not in given and "ior" not in given
+    assert given["hlr"]["per_run"] == pytest.approx([5.0, 25.0]) and "lrs" not in given and "ior" not in given
     with pytest.raises(ConfigError, match="pairs runs"):
         fair_metrics([0.9, 0.7], random=[0.5])
     with pytest.raises(ConfigError, match="weight"):
@@ -83,8 +110,8 @@ def test_vs_random_and_full(tmp_path, make_digits_gsd):
     assert (rnd.lr, rnd.batch_size, rnd.runs, rnd.transform) == (0.02, 256, 2, "normalize")
     assert rnd.num_train_images == 10 and len(rnd.extra["random_indices"]) == 2
     m = res.metrics
-    assert m["ior"]["per_run"] == pytest.approx([d - r for d, r in zip(res.final_accuracy, rnd.final_accuracy)])
-    assert m["hlr"]["per_run"] == pytest.approx([0.97 - d for d in res.final_accuracy])
+    assert m["ior"]["per_run"] == pytest.approx([100 * (d - r) for d, r in zip(res.final_accuracy, rnd.final_accuracy)])
+    assert m["hlr"]["per_run"] == pytest.approx([100 * (0.97 - d) for d in res.final_accuracy])
     assert m["full_accuracy_source"] == "given" and "lrs" in m
     json.dumps(res.model_dump())
     trained = evaluate_gsd(path, make_eval_config(**TINY), backend="reference", full=True)

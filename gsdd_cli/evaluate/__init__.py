@@ -18,7 +18,7 @@ from gsdd_cli.evaluate.config import (
     EvalConfig,
     make_eval_config,
 )
-from gsdd_cli.evaluate.metrics import LRS_LAMBDA, fair_metrics, label_robust_score
+from gsdd_cli.evaluate.metrics import LRS_LAMBDA, fair_metrics, label_robust_score, label_robust_score_paper
 from gsdd_cli.evaluate.protocol import evaluate_gsd, evaluate_set, render_all, train_and_evaluate
 from gsdd_cli.evaluate.results import EvalResult, EvalStep
 from gsdd_cli.evaluate.settings import EvalSettings, resolve_settings
@@ -43,6 +43,7 @@ __all__ = [
     "fair_metrics",
     "file_sha256",
     "label_robust_score",
+    "label_robust_score_paper",
     "make_eval_config",
     "render_all",
     "resolve_device",

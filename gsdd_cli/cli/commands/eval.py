@@ -44,10 +44,6 @@ def _print_result(res, title: str) -> None:
     )
 
 
-def _pm(stats: dict) -> str:
-    return f"{_pct(stats['mean'])} ± {_pct(stats['std'])}"
-
-
 def _print_comparison(res) -> None:
     """The fair-metrics table: accuracies of the distilled set and its baselines, IOR, HLR, LRS."""
     m = res.metrics
@@ -56,9 +52,11 @@ def _print_comparison(res) -> None:
     table.add_column("mean ± std %", justify="right")
     table.add_column("per run %", justify="right")
 
-    def row(name: str, values: list[float], bold: bool = False) -> None:
-        cell = _pm({"mean": statistics.fmean(values), "std": statistics.pstdev(values)})
-        table.add_row(name, f"[bold]{cell}[/]" if bold else cell, " ".join(_pct(v) for v in values))
+    def row(name: str, values: list[float], bold: bool = False, scale: float = 100.0, fmt: str = ".2f") -> None:
+        # accuracies are fractions (scale 100); IOR and HLR already points, LRS a plain score (scale 1)
+        mean, std = scale * statistics.fmean(values), scale * statistics.pstdev(values)
+        cell = f"{mean:{fmt}} ± {std:{fmt}}"
+        table.add_row(name, f"[bold]{cell}[/]" if bold else cell, " ".join(f"{scale * v:{fmt}}" for v in values))
 
     row(f"distilled ({res.num_train_images} images)", res.final_accuracy)
     rnd = res.baselines.get("random-real")
@@ -70,11 +68,15 @@ def _print_comparison(res) -> None:
     elif m.get("full_accuracy_source") == "given":
         table.add_row("full training set (given)", _pct(m["full_accuracy"]), "")
     table.add_section()
-    labels = {"ior": "IOR = distilled − random", "hlr": "HLR = full − distilled",
-              "lrs": f"LRS (λ = {m.get('lrs_lambda', 0.5):g})"}
-    for key in ("ior", "hlr", "lrs"):
+    lam = f"λ = {m.get('lrs_lambda', 0.5):g}"
+    labels = {"ior": "IOR = distilled − random (points)", "hlr": "HLR = full − distilled (points)",
+              "lrs": f"LRS (DD-Ranking's, from points; {lam}; not %)",
+              "lrs_paper": f"LRS from fractions (lrs_paper; {lam}; not %)"}
+    for key in ("ior", "hlr", "lrs", "lrs_paper"):
         if key in m:
-            row(labels[key], m[key]["per_run"], bold=key in ("ior", "lrs"))
+            score = key.startswith("lrs")
+            row(labels[key], m[key]["per_run"], bold=key in ("ior", "lrs"), scale=1.0,
+                fmt=".4g" if score else ".2f")
     out.print(table)
     if "lrs" not in m:
         need = "--full-acc X or --full" if "ior" in m else "--vs-random"

@@ -29,6 +29,8 @@ class ExportOptions(BaseModel):
     with_test: bool = option(False, "npz, imagefolder: copy the source dataset's test split, making the export a "
                              "dataset gsdd can train and test on.")
     force: bool = option(False, "Replace a non-empty output folder.")
+    epochs: Optional[int] = option(None, "ddranking only: training epochs its num_epochs/step_size follow "
+                                   "(default gsdd eval's 1000).", gt=0)
     data_dir: Optional[str] = data_dir_option()
     device: str = device_option()
     backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
@@ -68,7 +70,7 @@ def export_cmd(opts: ExportOptions, flags: OutputFlags) -> None:
 
         res = export_set(opts.file, opts.format, opts.out, space=opts.space, uint8=opts.uint8,
                          with_test=opts.with_test, force=opts.force, device=resolve_device(opts.device),
-                         backend=opts.backend, data_dir=opts.data_dir, on_progress=on_progress)
+                         backend=opts.backend, data_dir=opts.data_dir, on_progress=on_progress, epochs=opts.epochs)
     if flags.as_json:
         print_json(res.to_dict())
         return
