@@ -336,24 +336,22 @@ def _export_ddranking(s: DistilledSet, out: Path, x: torch.Tensor, y: torch.Tens
     text = _ddranking_yaml(s, cfg)
     meta = {**_meta(s, "ddranking", "network"), "transform": transform_record(s, tensors=False),
             "ddranking": cfg}
-    files = ["images.pt", "labels.pt", "syn_lr.pt", "ddranking.yaml", SIDECAR]
+    kind = s.header.transform
+    files = ["images.pt", "labels.pt", "syn_lr.pt", *(["zca.pt"] if kind == "zca" else []), "ddranking.yaml",
+             *([DDRANKING_TRANSFORMS] if kind == "normalize" else []), SIDECAR]
 
     def build(tmp: Path) -> None:
         torch.save(x.detach().float().cpu().contiguous(), tmp / "images.pt")
         torch.save(y.detach().long().cpu(), tmp / "labels.pt")
         torch.save(torch.tensor(cfg["syn_lr"], dtype=torch.float32), tmp / "syn_lr.pt")
-        if s.header.transform == "zca":
+        if kind == "zca":
             rec = transform_record(s)
             torch.save({"mean": rec["mean"], "matrix": rec["matrix"], "eps": rec["eps"]}, tmp / "zca.pt")
         (tmp / "ddranking.yaml").write_text(text)
-        if s.header.transform == "normalize":
+        if kind == "normalize":
             (tmp / DDRANKING_TRANSFORMS).write_text(_transforms_py(s))
         _write_json(tmp / SIDECAR, meta)
 
-    if s.header.transform == "zca":
-        files.insert(3, "zca.pt")
-    if s.header.transform == "normalize":
-        files.insert(4, DDRANKING_TRANSFORMS)
     replace_dir(out, build)
     return files
 

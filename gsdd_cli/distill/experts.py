@@ -175,11 +175,17 @@ def format_duration(seconds: float) -> str:
     return f"{d} d {h} h"
 
 
+def shorten_flags(model: type, num: str, epochs: str) -> tuple[str, str]:
+    """The flags of ``model``'s fields for the number of experts and their epochs (for the hint)."""
+    return flag_names(num, model.model_fields[num])[0], flag_names(epochs, model.model_fields[epochs])[0]
+
+
 def time_estimate(first_epoch: float, experts: int, epochs: int, device: torch.device,
-                  shorten: tuple[str, str] = ("--num", "--epochs")) -> str:
+                  shorten: tuple[str, str] | None = None) -> str:
     """The line printed after the first measured epoch: how long all of this process's experts take
     at that pace, and, past :data:`LONG_RUN` seconds, the options that shorten it (``shorten``: the
     command's flags for the number of experts and their epochs)."""
+    shorten = shorten or shorten_flags(ExpertsConfig, "num", "epochs")
     total = first_epoch * experts * epochs
     line = (f"experts: the first epoch took {first_epoch:.2f} s on {device.type}; {experts} expert(s) × "
             f"{epochs} epochs will take about {format_duration(total)}")
@@ -193,7 +199,7 @@ def time_estimate(first_epoch: float, experts: int, epochs: int, device: torch.d
 
 def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None, *,
                   shutdown: bool = True, notify: Callable[[str], None] | None = None,
-                  shorten: tuple[str, str] = ("--num", "--epochs")) -> ExpertsResult:
+                  shorten: tuple[str, str] | None = None) -> ExpertsResult:
     """Train (or complete) the expert trajectories of ``cfg`` into ``cfg.out``.
 
     The folder is checked before any work. If the run fails, finished experts stay (a re-run
@@ -220,7 +226,8 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
 
 
 def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None,
-                   shutdown: bool, notify: Callable[[str], None] | None, shorten: tuple[str, str]) -> ExpertsResult:
+                   shutdown: bool, notify: Callable[[str], None] | None,
+                   shorten: tuple[str, str] | None) -> ExpertsResult:
     t_start = time.perf_counter()
     info = init_distributed(cfg.device)
     device = rank_device(resolve_device(cfg.device), info)
@@ -368,8 +375,8 @@ def ensure_experts(cfg, ds, *, notify: Callable[[str], None] | None = None,
         what = (f"training {todo} expert trajectories ({ecfg.epochs} epochs each)" if todo
                 else f"reusing {done} finished expert trajectories")
         notify(f"no --buffers: {what} in {ecfg.out}" + (f" ({done} already there)" if todo and done else ""))
-    shorten = tuple(flag_names(f, DistillConfig.model_fields[f])[0] for f in ("num_experts", "experts_epochs"))
-    train_experts(ecfg, on_step, shutdown=False, notify=notify, shorten=shorten)
+    train_experts(ecfg, on_step, shutdown=False, notify=notify,
+                  shorten=shorten_flags(DistillConfig, "num_experts", "experts_epochs"))
     return Path(ecfg.out)
 
 

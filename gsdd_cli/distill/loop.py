@@ -224,7 +224,7 @@ def _run(
         atomic_write_json(paths["config"], cfg.model_dump(mode="json"))
     log = side["log"] = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
     log.mirror = tb = TensorBoardLog(cfg.tensorboard if main else None, images_every=cfg.tensorboard_images_every,
-                                     render=lambda: render_all(ctx.images, ctx.device, cfg.backend),
+                                     render=lambda index: ctx.images.render(index, backend=cfg.backend),
                                      labels=images.labels)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
                "world_size": dinfo.world, "device": str(device), "init": init_info if ckpt is None else None,

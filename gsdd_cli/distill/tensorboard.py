@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError, MissingModuleError
 from gsdd_cli.core.outputs import fs_error
 from gsdd_cli.sets.imageio import make_grid
 
@@ -34,11 +34,12 @@ _EVAL_KEYS = {"mean": "accuracy", "std": "accuracy_std", "best_mean": "best_accu
 
 
 def summary_writer_class() -> type:
-    """``torch.utils.tensorboard.SummaryWriter``, or ConfigError when tensorboard is not installed."""
+    """``torch.utils.tensorboard.SummaryWriter``, or MissingModuleError (exit 11, like every missing
+    package) when tensorboard is not installed."""
     try:  # imported here: tensorboard is an optional extra, and slow to import
         module = importlib.import_module("torch.utils.tensorboard")
     except ImportError:
-        raise ConfigError(MISSING) from None
+        raise MissingModuleError(MISSING, module="tensorboard") from None
     return module.SummaryWriter
 
 
@@ -57,24 +58,27 @@ def _number(v: Any) -> Optional[float]:
     return float(v)
 
 
-def image_grid(rendered: torch.Tensor, labels: torch.Tensor, cols: int = GRID_COLS) -> torch.Tensor:
-    """[C, H', W'] in [0, 1]: up to ``cols`` rendered images per class, one row per class."""
-    rows = []
-    for c in torch.unique(labels.cpu()).tolist():
-        idx = (labels.cpu() == c).nonzero().flatten()[:cols].tolist()
-        rows.append([rendered[i] for i in idx])
-    return make_grid(rows)
+def image_grid(render: Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor,
+               cols: int = GRID_COLS) -> torch.Tensor:
+    """[C, H', W'] in [0, 1]: the first ``cols`` images of each class, one row per class. Only the
+    images shown are rendered: ``render(index)`` gives them in pixel space ([len(index), C, H, W])."""
+    labels = labels.cpu()
+    rows = [(labels == c).nonzero().flatten()[:cols] for c in torch.unique(labels).tolist()]
+    with torch.no_grad():
+        rendered = render(torch.cat(rows)).detach().float().cpu()
+    tiles = list(rendered.split([len(r) for r in rows]))
+    return make_grid([list(t) for t in tiles])
 
 
 class TensorBoardLog:
     """Mirrors run-log records into a ``SummaryWriter`` (a no-op when ``logdir`` is None, e.g. off rank 0).
 
-    ``render`` returns the set's images in pixel space ([N, C, H, W]) and ``labels`` their classes,
-    for the image grid. OSError → FileSystemError.
+    ``render(index)`` returns those images of the set in pixel space and ``labels`` gives every
+    image's class, for the image grid (:func:`image_grid`). OSError → FileSystemError.
     """
 
     def __init__(self, logdir: Optional[str], *, images_every: int = 0,
-                 render: Callable[[], torch.Tensor] | None = None, labels: torch.Tensor | None = None):
+                 render: Callable[[torch.Tensor], torch.Tensor] | None = None, labels: torch.Tensor | None = None):
         self.logdir = logdir
         self.images_every = images_every
         self.render, self.labels = render, labels
@@ -115,13 +119,12 @@ class TensorBoardLog:
         return self.writer is not None and (done in (first, last) or (every > 0 and done % every == 0))
 
     def images(self, step: int) -> None:
-        """Render the set now and add its grid at ``step``."""
+        """Render the images the grid shows now and add it at ``step``."""
         if self.writer is None or self.render is None or self.labels is None:
             return
-        with torch.no_grad():
-            rendered = self.render().detach().float().cpu()
+        grid = image_grid(self.render, self.labels)
         try:
-            self.writer.add_image("synthetic/grid", image_grid(rendered, self.labels), step)
+            self.writer.add_image("synthetic/grid", grid, step)
             self.writer.flush()
         except OSError as e:
             raise fs_error(e, self.logdir) from None

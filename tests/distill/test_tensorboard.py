@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
-from gsdd_cli.core.errors import ConfigError
+from gsdd_cli.core.errors import ConfigError, MissingModuleError
 from gsdd_cli.distill import build_config, distill
 from gsdd_cli.distill.tensorboard import MISSING, TensorBoardLog, check_tensorboard, image_grid
 
@@ -95,7 +95,8 @@ class _FakeWriter:
 def test_records_map_to_tags(monkeypatch, tmp_path):
     monkeypatch.setattr("gsdd_cli.distill.tensorboard.summary_writer_class", lambda: _FakeWriter)
     labels = torch.tensor([0, 0, 1, 1])
-    log = TensorBoardLog(str(tmp_path), images_every=3, render=lambda: torch.rand(4, 1, 8, 8), labels=labels)
+    log = TensorBoardLog(str(tmp_path), images_every=3, render=lambda index: torch.rand(len(index), 1, 8, 8),
+                         labels=labels)
     log.write({"event": "start", "iteration": 0, "world_size": 1})
     log.write({"event": "iter", "iteration": 3, "loss": 0.5, "syn_lr": 0.01, "expert": 2, "seconds": 0.2,
                "render_seconds": 0.1, "render_share": 0.5, "flag": True, "note": "x"})
@@ -115,7 +116,10 @@ def test_records_map_to_tags(monkeypatch, tmp_path):
 
 def test_image_grid_has_one_row_per_class():
     imgs = torch.zeros(6, 3, 4, 4)
-    grid = image_grid(imgs, torch.tensor([0, 0, 0, 1, 1, 1]), cols=2)
+    asked = []
+    grid = image_grid(lambda index: asked.append(index.tolist()) or imgs[index], torch.tensor([0, 0, 0, 1, 1, 1]),
+                      cols=2)
+    assert asked == [[0, 1, 3, 4]]  # only the images shown are rendered
     assert grid.shape == (3, 2 * 5 + 1, 2 * 5 + 1)
 
 
@@ -125,12 +129,12 @@ def test_missing_package_is_one_line_before_any_work(monkeypatch, tmp_path):
         raise AssertionError("work started before the tensorboard check")
 
     monkeypatch.setattr("gsdd_cli.distill.loop.load_dataset", no_work)
-    with pytest.raises(ConfigError, match="needs the tensorboard package"):
+    with pytest.raises(MissingModuleError, match="needs the tensorboard package"):
         check_tensorboard(str(tmp_path / "tb"))
     out, tb = tmp_path / "d.gsd", tmp_path / "tb"
     res = CliRunner().invoke(app, ["distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "2",
                                    "--out", str(out), "--tensorboard", str(tb), "--device", "cpu"])
-    assert res.exit_code == ConfigError.exit_code == 3, res.output
+    assert res.exit_code == MissingModuleError.exit_code == 11, res.output
     assert res.stderr.strip().splitlines() == [f"error: {MISSING}"]
     assert list(tmp_path.iterdir()) == []  # no output, config, log or event file
 
