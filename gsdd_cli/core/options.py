@@ -132,6 +132,12 @@ def out_option(help: str, default: Any = ...) -> Any:
     return option(default, help, flags=("--out", "-o"))
 
 
+def tensorboard_option() -> Any:
+    """``--tensorboard DIR`` of distill, experts and eval (:mod:`gsdd_cli.core.tensorboard`)."""
+    return option(None, "Also write TensorBoard event files of the run's curves (distill: image grids too) to "
+                  "this folder; view with `tensorboard --logdir DIR` (needs gsdd[tensorboard]).")
+
+
 class OutputFlags(BaseModel):
     """--json and --quiet, for commands that have both."""
 
@@ -157,5 +163,6 @@ __all__ = [
     "out_option",
     "quiet_option",
     "seed_option",
+    "tensorboard_option",
     "validation_message",
 ]

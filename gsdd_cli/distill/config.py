@@ -25,6 +25,7 @@ from gsdd_cli.core.options import (
     option,
     out_option,
     seed_option,
+    tensorboard_option,
     validation_message,
 )
 from gsdd_cli.core.outputs import fs_error
@@ -152,8 +153,7 @@ class DistillConfig(BaseModel):
     eval_runs: int = option(1, "Networks per evaluation.", gt=0)
     save_every: int = option(0, "Write a checkpoint every N iterations (0 = only on Ctrl-C).", ge=0)
     log_every: int = option(1, "Write an iteration record to the log every N iterations.", gt=0)
-    tensorboard: Optional[str] = option(None, "Also write TensorBoard event files (losses, α, timings, evals, "
-                                        "image grids) to this folder (needs gsdd[tensorboard]).")
+    tensorboard: Optional[str] = tensorboard_option()
     tensorboard_images_every: int = option(100, "With --tensorboard: an image grid of the set every N iterations "
                                            "(0 = first and last only).", ge=0)
 

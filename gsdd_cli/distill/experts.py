@@ -42,6 +42,7 @@ from gsdd_cli.distill.common import (
 )
 from gsdd_cli.distill.config import DistillConfig
 from gsdd_cli.distill.experts_config import COMPAT_KEYS, ExpertsConfig, default_counts, make_experts_config  # noqa: F401
+from gsdd_cli.distill.tensorboard import ExpertsBoard, check_tensorboard
 from gsdd_cli.evaluate import test_accuracy, train_epoch
 from gsdd_cli.models import get_model
 
@@ -61,6 +62,7 @@ class ExpertStep:
     loss: float
     train_acc: float
     test_acc: Optional[float] = None
+    seconds: Optional[float] = None  # this epoch's wall time (training, snapshot, test)
 
 
 @dataclass
@@ -206,12 +208,15 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
     continues), and a folder or manifest this call created for nothing is removed again.
     ``shutdown=False`` leaves a torch.distributed process group up (a caller that goes on using it).
     ``notify`` (rank 0) gets :func:`time_estimate`'s line once the first epoch has been timed.
+    ``cfg.tensorboard`` also writes the ``on_step`` records as TensorBoard scalars (:class:`ExpertsBoard`).
     """
     out = Path(cfg.out)
     check_output_dir(out, "--out", {"DATASET": dataset_path(cfg.dataset)})
+    check_tensorboard(cfg.tensorboard)
     had_folder, had_manifest = out.exists(), (out / MANIFEST).is_file()
+    board = ExpertsBoard(cfg.tensorboard)
     try:
-        return _train_experts(cfg, on_step, shutdown, notify, shorten)
+        return _train_experts(cfg, board.hook(on_step), shutdown, notify, shorten)
     except BaseException:
         if not had_manifest and (out / MANIFEST).is_file() and not _count_files(out):
             remove_quietly([out / MANIFEST])
@@ -223,6 +228,8 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
         if shutdown and dist.is_available() and dist.is_initialized():
             shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
         raise
+    finally:
+        board.close()
 
 
 def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None,
@@ -289,7 +296,7 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
             acc = test_accuracy(net, test_x, test_y) if last and ds.has_test else None
             if on_step:
                 on_step(ExpertStep(i, done + (1 if last else 0), len(mine), ep + 1, cfg.epochs,
-                                   train_loss, train_acc, acc))
+                                   train_loss, train_acc, acc, time.perf_counter() - t_epoch))
         traj = torch.stack(snapshots).contiguous()
         if not torch.isfinite(traj).all():
             raise DivergenceError(f"expert {i} diverged (NaN/Inf parameters); the {len(result.trained)} expert(s) "

@@ -7,7 +7,16 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from gsdd_cli.core.options import build, data_dir_option, device_option, finite, option, out_option, seed_option
+from gsdd_cli.core.options import (
+    build,
+    data_dir_option,
+    device_option,
+    finite,
+    option,
+    out_option,
+    seed_option,
+    tensorboard_option,
+)
 from gsdd_cli.data.augment import DSA_STRATEGY, check_strategy
 from gsdd_cli.data.transforms import TRANSFORM_KINDS
 
@@ -41,6 +50,7 @@ class ExpertsConfig(BaseModel):
     seed: int = seed_option("Seed (expert i is seeded from (seed, i)).")
     device: str = device_option()
     data_dir: Optional[str] = data_dir_option()
+    tensorboard: Optional[str] = tensorboard_option()
 
     _finite = field_validator("lr", "momentum", "weight_decay")(finite)
     _strategy = field_validator("dsa_strategy")(check_strategy)

@@ -137,7 +137,8 @@ def distill(
     checkpoint at the end of the running iteration and raises :class:`DistillInterrupted`. A
     non-finite loss or parameter raises :class:`~gsdd_cli.core.errors.DivergenceError` after saving the
     last good state as the checkpoint. Outputs are checked before any work; on a failure that leaves
-    no checkpoint, the config and log files this call created are removed again.
+    no checkpoint, the config and log files this call created are removed again, and so is its
+    ``--tensorboard`` event file (with the folders it created; ``--resume`` keeps it).
     """
     check_run_outputs(cfg)
     side: dict[str, Any] = {"created": [], "checkpoint_written": False}
@@ -149,6 +150,8 @@ def distill(
             side["log"].close()  # closes the TensorBoard writer too (idempotent)
         if not resume and not side["checkpoint_written"]:
             remove_quietly(side["created"])  # nothing to resume: leave no debris
+            if side.get("tb") is not None and not side.get("output_written"):
+                side["tb"].discard()  # this call's event file and the folders it made, nothing else
         if dist.is_available() and dist.is_initialized():
             shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
         raise
@@ -223,7 +226,7 @@ def _run(
         side["created"] += [paths["config"], paths["log"]]
         atomic_write_json(paths["config"], cfg.model_dump(mode="json"))
     log = side["log"] = RunLog(paths["log"] if main else None, start_it if ckpt is not None else None)
-    log.mirror = tb = TensorBoardLog(cfg.tensorboard if main else None, images_every=cfg.tensorboard_images_every,
+    log.mirror = tb = side["tb"] = TensorBoardLog(cfg.tensorboard if main else None, images_every=cfg.tensorboard_images_every,
                                      render=lambda index: ctx.images.render(index, backend=cfg.backend),
                                      labels=images.labels)
     log.write({"event": "resume" if ckpt is not None else "start", "iteration": start_it, "time": time.time(),
@@ -355,6 +358,7 @@ def _run(
         )
         try:
             save_gsd(paths["out"], images, header)
+            side["output_written"] = True
         except FileSystemError as e:  # e.g. a full disk: keep the result as a checkpoint if at all possible
             try:  # (no barrier here: only the main rank writes the output)
                 write_checkpoint(paths["checkpoint"], cfg, capture_state(images, optimizer, method, copy_state=False),

@@ -11,51 +11,26 @@ the global iteration as the step (so a ``--resume`` keeps appending to the same 
 and the image ``synthetic/grid``: the rendered set, one row per class, at the first iteration of a
 call, every ``--tensorboard-images-every`` iterations and at its last one (the end or a ``stop_after``).
 
+``gsdd experts --tensorboard DIR`` (:class:`ExpertsBoard`): per expert ``expert_<i>/train_loss``,
+``train_acc``, ``test_acc`` (where measured) and ``epoch_seconds`` with the epoch as the step, and
+``experts/test_acc`` with the expert index as the step.
+
 TensorBoard is optional (``pip install 'gsdd[tensorboard]'``); :func:`check_tensorboard` refuses the
-option before any work when the package is missing.
+option before any work when the package is missing. The writer is :mod:`gsdd_cli.core.tensorboard`'s.
 """
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 
-from gsdd_cli.core.errors import ConfigError, MissingModuleError
-from gsdd_cli.core.outputs import fs_error
+from gsdd_cli.core.tensorboard import MISSING, EventWriter, check_tensorboard, number, summary_writer_class
 from gsdd_cli.sets.imageio import make_grid
 
-MISSING = "--tensorboard needs the tensorboard package: pip install 'gsdd[tensorboard]'"
 GRID_COLS = 10  # images per class shown in the grid
 _TIME_KEYS = ("seconds", "render_seconds", "render_share")
 _EVAL_KEYS = {"mean": "accuracy", "std": "accuracy_std", "best_mean": "best_accuracy"}
-
-
-def summary_writer_class() -> type:
-    """``torch.utils.tensorboard.SummaryWriter``, or MissingModuleError (exit 11, like every missing
-    package) when tensorboard is not installed."""
-    try:  # imported here: tensorboard is an optional extra, and slow to import
-        module = importlib.import_module("torch.utils.tensorboard")
-    except ImportError:
-        raise MissingModuleError(MISSING, module="tensorboard") from None
-    return module.SummaryWriter
-
-
-def check_tensorboard(logdir: Optional[str]) -> None:
-    """Before any work: the package is importable and ``logdir`` is not a file."""
-    if logdir is None:
-        return
-    summary_writer_class()
-    if Path(logdir).exists() and not Path(logdir).is_dir():
-        raise ConfigError(f"--tensorboard {logdir} is a file; give a folder")
-
-
-def _number(v: Any) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v)
 
 
 def image_grid(render: Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor,
@@ -71,7 +46,7 @@ def image_grid(render: Callable[[torch.Tensor], torch.Tensor], labels: torch.Ten
 
 
 class TensorBoardLog:
-    """Mirrors run-log records into a ``SummaryWriter`` (a no-op when ``logdir`` is None, e.g. off rank 0).
+    """Mirrors run-log records into an :class:`EventWriter` (a no-op when ``logdir`` is None, e.g. off rank 0).
 
     ``render(index)`` returns those images of the set in pixel space and ``labels`` gives every
     image's class, for the image grid (:func:`image_grid`). OSError → FileSystemError.
@@ -82,60 +57,82 @@ class TensorBoardLog:
         self.logdir = logdir
         self.images_every = images_every
         self.render, self.labels = render, labels
-        self.writer = None
-        if logdir is None:
-            return
-        writer_class = summary_writer_class()
-        try:
-            self.writer = writer_class(log_dir=str(logdir))
-        except OSError as e:
-            raise fs_error(e, logdir) from None
+        self.events = EventWriter(logdir)
+
+    @property
+    def writer(self):
+        return self.events.writer
 
     def write(self, record: dict) -> None:
         """Add the scalars of an ``iter`` or ``eval`` record (other events carry none)."""
-        if self.writer is None:
+        if not self.events.active:
             return
         event, step = record.get("event"), int(record.get("iteration", 0))
-        try:
-            if event == "iter":
-                for k, v in record.items():
-                    x = _number(v)
-                    if x is not None and k not in ("event", "iteration"):
-                        self.writer.add_scalar(f"{'time' if k in _TIME_KEYS else 'train'}/{k}", x, step)
-            elif event == "eval":
-                for k, tag in _EVAL_KEYS.items():
-                    x = _number(record.get(k))
-                    if x is not None:
-                        self.writer.add_scalar(f"eval/{tag}", x, step)
-            else:
-                return
-            self.writer.flush()
-        except OSError as e:
-            raise fs_error(e, self.logdir) from None
+        if event == "iter":
+            for k, v in record.items():
+                if k not in ("event", "iteration"):
+                    self.events.scalar(f"{'time' if k in _TIME_KEYS else 'train'}/{k}", v, step)
+        elif event == "eval":
+            for k, tag in _EVAL_KEYS.items():
+                self.events.scalar(f"eval/{tag}", record.get(k), step)
+        else:
+            return
+        self.events.flush()
 
     def wants_images(self, done: int, first: int, last: int) -> bool:
         """Whether iteration ``done`` gets a grid (``first``, ``last``: this call's first and last)."""
         every = self.images_every
-        return self.writer is not None and (done in (first, last) or (every > 0 and done % every == 0))
+        return self.events.active and (done in (first, last) or (every > 0 and done % every == 0))
 
     def images(self, step: int) -> None:
         """Render the images the grid shows now and add it at ``step``."""
-        if self.writer is None or self.render is None or self.labels is None:
+        if not self.events.active or self.render is None or self.labels is None:
             return
-        grid = image_grid(self.render, self.labels)
-        try:
-            self.writer.add_image("synthetic/grid", grid, step)
-            self.writer.flush()
-        except OSError as e:
-            raise fs_error(e, self.logdir) from None
+        self.events.image("synthetic/grid", image_grid(self.render, self.labels), step)
+        self.events.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.close()
-            except OSError:
-                pass
-            self.writer = None
+        self.events.close()
+
+    def discard(self) -> None:
+        """Remove this call's event file (and the folders it created): a fresh run that left nothing else."""
+        self.events.discard()
 
 
-__all__ = ["MISSING", "TensorBoardLog", "check_tensorboard", "image_grid", "summary_writer_class"]
+class ExpertsBoard:
+    """``gsdd experts --tensorboard``: :class:`~gsdd_cli.distill.experts.ExpertStep` records as scalars.
+
+    Every process writes its own event file (under torchrun, rank r's experts), tags carry the expert
+    index. :meth:`hook` wraps an ``on_step`` callback.
+    """
+
+    def __init__(self, logdir: Optional[str]):
+        self.events = EventWriter(logdir)
+
+    def step(self, s) -> None:
+        if not self.events.active or s.epoch == 0:  # epoch 0: an expert already complete, nothing trained
+            return
+        tag = f"expert_{s.expert:04d}/"
+        self.events.scalars({"train_loss": s.loss, "train_acc": s.train_acc, "test_acc": s.test_acc,
+                             "epoch_seconds": s.seconds}, s.epoch, prefix=tag)
+        if s.test_acc is not None and s.epoch == s.epochs:  # the expert's final test accuracy
+            self.events.scalar("experts/test_acc", s.test_acc, s.expert)
+        self.events.flush()
+
+    def hook(self, on_step: Callable | None) -> Callable | None:
+        if not self.events.active:
+            return on_step
+
+        def both(s) -> None:
+            self.step(s)
+            if on_step is not None:
+                on_step(s)
+
+        return both
+
+    def close(self) -> None:
+        self.events.close()
+
+
+__all__ = ["ExpertsBoard", "MISSING", "TensorBoardLog", "check_tensorboard", "image_grid", "number",
+           "summary_writer_class"]

@@ -11,12 +11,14 @@ import torch
 
 from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DataError
+from gsdd_cli.core.tensorboard import check_tensorboard
 from gsdd_cli.data import Dataset, load_dataset, make_transform
 from gsdd_cli.data.transforms import Transform, apply_in_batches
 from gsdd_cli.evaluate.config import BASELINES, EvalConfig
 from gsdd_cli.evaluate.results import EvalResult, EvalStep
 from gsdd_cli.evaluate.settings import resolve_settings
 from gsdd_cli.evaluate.source import header_transform, real_dataset_for
+from gsdd_cli.evaluate.tensorboard import EvalBoard
 from gsdd_cli.evaluate.training import run_protocol
 from gsdd_cli.sets.gsdfile import load_gsd
 
@@ -61,6 +63,7 @@ def evaluate_baseline(
     cfg = cfg or EvalConfig()
     if kind not in BASELINES:
         raise ConfigError(f"unknown baseline {kind!r}; valid: {', '.join(BASELINES)}")
+    check_tensorboard(cfg.tensorboard)
     if like is not None:
         if ipc is not None or transform is not None:
             raise ConfigError("a baseline 'like' a file takes its IPC and transform from the file; leave them out")
@@ -99,7 +102,13 @@ def evaluate_baseline(
         def draw(run: int) -> tuple[torch.Tensor, torch.Tensor]:
             return x_full, y_full
     test_x = apply_in_batches(tf, ds.x_test, dev)
-    return run_protocol(draw, test_x, ds.y_test, cfg, st, ds.num_classes, on_step, None, meta)
+    board = EvalBoard(cfg.tensorboard)  # under evaluate_set's comparisons: None (its board writes them)
+    try:
+        res = run_protocol(draw, test_x, ds.y_test, cfg, st, ds.num_classes, board.hook(on_step, kind), None, meta)
+        board.result(res, kind)
+        return res
+    finally:
+        board.close()
 
 
 __all__ = ["evaluate_baseline", "select_random_real", "subset_seed"]

@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from gsdd_cli.core.options import build, device_option, finite, option, seed_option
+from gsdd_cli.core.options import build, device_option, finite, option, seed_option, tensorboard_option
 from gsdd_cli.data.augment import DSA_STRATEGY, check_strategy
 from gsdd_cli.models import MODELS
 
@@ -43,6 +43,7 @@ class EvalConfig(BaseModel):
     device: str = device_option()
     eval_every: Optional[int] = option(None, "Test every N passes (default epochs // 2).", cli=False, gt=0)
     test_batch_size: int = option(1000, "Test batch size.", cli=False, gt=0)
+    tensorboard: Optional[str] = tensorboard_option()
 
     @field_validator("arch")
     @classmethod

@@ -27,6 +27,7 @@ import torch
 
 from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DataError
+from gsdd_cli.core.tensorboard import check_tensorboard
 from gsdd_cli.data import Dataset
 from gsdd_cli.data.transforms import Transform, apply_in_batches
 from gsdd_cli.evaluate.baselines import evaluate_baseline
@@ -35,6 +36,7 @@ from gsdd_cli.evaluate.metrics import LRS_LAMBDA, fair_metrics
 from gsdd_cli.evaluate.results import EvalResult, EvalStep
 from gsdd_cli.evaluate.settings import resolve_settings
 from gsdd_cli.evaluate.source import file_sha256, header_transform, real_dataset_for
+from gsdd_cli.evaluate.tensorboard import EvalBoard
 from gsdd_cli.evaluate.training import run_protocol
 from gsdd_cli.sets.gsdfile import load_gsd
 from gsdd_cli.sets.synthetic import render_images
@@ -111,6 +113,7 @@ def _evaluate_file(
     """The body of :func:`evaluate_set`: ``data()`` gives the real dataset and the file's transform,
     ``render(device)`` the pixel-space images there."""
     _check_comparisons(full, full_accuracy)
+    check_tensorboard(cfg.tensorboard)
     h = header
     dev = resolve_device(cfg.device)
     resolve_settings(cfg)  # validate early (device, arch) before the expensive steps
@@ -127,26 +130,34 @@ def _evaluate_file(
     }
     if path is not None:
         meta["file_sha256"] = file_sha256(path)
-    res = train_and_evaluate(
-        x_syn, labels.to(dev), test_x, ds.y_test, cfg, _phase(on_step, "distilled" if comparing else ""),
-        algorithm=h.algorithm, syn_lr=h.syn_lr, num_classes=h.num_classes, meta=meta,
-    )
-    if not comparing:
-        return res
-    same = cfg.model_copy(update={"lr": res.lr, "batch_size": res.batch_size, "runs": res.runs})
-    if vs_random:
-        res.baselines["random-real"] = evaluate_baseline(ds, "random-real", int(h.ipc), same, transform=tf,
-                                                         on_step=_phase(on_step, "random-real"))
-    if full:
-        res.baselines["full"] = evaluate_baseline(ds, "full", None, same, transform=tf,
-                                                  on_step=_phase(on_step, "full"))
-    full_acc = res.baselines["full"].final_accuracy if full else full_accuracy
-    res.metrics = fair_metrics(
-        res.final_accuracy,
-        random=res.baselines["random-real"].final_accuracy if vs_random else None,
-        full=full_acc,
-        lrs_lambda=lrs_lambda,
-    )
+    board = EvalBoard(cfg.tensorboard)  # after the checks and the data: the folder appears now
+    try:
+        res = train_and_evaluate(
+            x_syn, labels.to(dev), test_x, ds.y_test, cfg,
+            _phase(board.hook(on_step, "distilled"), "distilled" if comparing else ""),
+            algorithm=h.algorithm, syn_lr=h.syn_lr, num_classes=h.num_classes, meta=meta,
+        )
+        board.result(res, "distilled")
+        if not comparing:
+            return res
+        same = cfg.model_copy(update={"lr": res.lr, "batch_size": res.batch_size, "runs": res.runs,
+                                      "tensorboard": None})  # this board writes the baselines too
+        for kind, wanted in (("random-real", vs_random), ("full", full)):
+            if wanted:
+                res.baselines[kind] = evaluate_baseline(ds, kind, int(h.ipc) if kind == "random-real" else None,
+                                                        same, transform=tf,
+                                                        on_step=_phase(board.hook(on_step, kind), kind))
+                board.result(res.baselines[kind], kind)
+        full_acc = res.baselines["full"].final_accuracy if full else full_accuracy
+        res.metrics = fair_metrics(
+            res.final_accuracy,
+            random=res.baselines["random-real"].final_accuracy if vs_random else None,
+            full=full_acc,
+            lrs_lambda=lrs_lambda,
+        )
+        board.metrics(res.metrics, res.epochs + 1)
+    finally:
+        board.close()
     if full_accuracy is not None:
         res.metrics["full_accuracy"] = full_accuracy
     if full_acc is not None:
@@ -196,6 +207,7 @@ def evaluate_gsd(
 
     ``dataset`` overrides the header's dataset name (e.g. when the file names a path that moved).
     """
+    check_tensorboard(cfg.tensorboard)  # before any work (the package, the folder)
     f = load_gsd(path)
 
     def data() -> tuple[Dataset, Transform]:

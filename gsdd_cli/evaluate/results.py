@@ -20,6 +20,7 @@ class EvalStep:
     train_acc: float
     test_acc: Optional[float] = None
     phase: str = ""  # "", or with comparisons: "distilled", "random-real", "full"
+    seconds: Optional[float] = None  # this pass's wall time (training and, where taken, the test)
 
 
 class EvalResult(BaseModel):

@@ -89,6 +89,7 @@ def _train_one(run: int, images, labels, test_x, test_y, cfg: EvalConfig, st: Ev
     test_batch = max(1, min(cfg.test_batch_size, int(budget // (h * w * 128))))
     start = time.perf_counter()
     for ep in range(passes):
+        t_pass = time.perf_counter()
         train_loss, train_acc = train_epoch(net, opt, images, labels, st.batch_size,
                                             cfg.dsa_strategy if cfg.dsa else None, fmt)
         if sched is not None:
@@ -104,7 +105,8 @@ def _train_one(run: int, images, labels, test_x, test_y, cfg: EvalConfig, st: Ev
             if done == passes:
                 final = test_acc
         if on_step is not None:
-            on_step(EvalStep(run, st.runs, done, passes, train_loss, train_acc, test_acc))
+            on_step(EvalStep(run, st.runs, done, passes, train_loss, train_acc, test_acc,
+                             seconds=time.perf_counter() - t_pass))
     return final, best, best_ep, time.perf_counter() - start
 
 

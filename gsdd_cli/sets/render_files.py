@@ -1,4 +1,5 @@
-"""`gsdd render` as a library call: decode a `.gsd` file to PNG files and/or a class-by-image grid."""
+"""`gsdd render` as a library call: decode a `.gsd` file (or any :class:`RenderSource`) to PNG files and/or
+a class-by-image grid."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gsdd_cli.core.options import backend_option, device_option, option
 from gsdd_cli.core.outputs import StagedDir, check_output_dir, check_output_file, same_path
 from gsdd_cli.sets.gsdfile import load_gsd
 from gsdd_cli.sets.imageio import label_rows, make_grid, png_bytes, safe_name, save_image, save_png
+from gsdd_cli.sets.synthetic import SyntheticImages
 from gsdd_cuda import BACKENDS, resolve_backend
 
 
@@ -24,7 +26,8 @@ class RenderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    file: str = option(..., "The .gsd file to decode.", argument=True)
+    file: str = option(..., "The .gsd file to decode, or a distillation checkpoint (OUT.ckpt: the run's "
+                       "current set, read-only).", argument=True)
     png: Optional[str] = option(None, "Folder for one PNG per image (<class>_<name>_<k>.png).")
     grid: Optional[str] = option(None, "Write a class-by-image grid PNG here.")
     scale: float = option(1.0, "Render at this multiple k of the native resolution: round(H·k) × round(W·k) "
@@ -44,6 +47,29 @@ class RenderConfig(BaseModel):
         if not (math.isfinite(v) and 0 < v <= 64):
             raise ValueError(f"--scale must be a finite number in (0, 64], got {v}")
         return v
+
+
+@dataclass
+class RenderSource:
+    """What rendering needs of a set: its images (class-major, ``gpc`` per class) and their names."""
+
+    images: SyntheticImages
+    dataset: str
+    class_names: list[str]
+    gpc: int
+    height: int
+    width: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def gsd_source(path: str, device: torch.device) -> RenderSource:
+    """A .gsd file as a :class:`RenderSource` (GsdFormatError, exit 4, for a bad file)."""
+    gsd = load_gsd(path, device=device)
+    h = gsd.header
+    return RenderSource(gsd.images, h.dataset, list(h.class_names), h.gpc, h.height, h.width)
 
 
 @dataclass
@@ -89,13 +115,17 @@ def _check_outputs(cfg: RenderConfig) -> None:
             raise ConfigError(f"--png and --grid both name {cfg.png}; give the grid its own file name")
 
 
-def render_files(cfg: RenderConfig, on_progress: Callable[[int, int], None] | None = None) -> RenderReport:
-    """Render the selected images; PNGs appear in ``cfg.png`` only once all of them are written."""
+def render_files(cfg: RenderConfig, on_progress: Callable[[int, int], None] | None = None, *,
+                 load: Callable[[torch.device], RenderSource] | None = None) -> RenderReport:
+    """Render the selected images; PNGs appear in ``cfg.png`` only once all of them are written.
+
+    ``load(device)`` reads the set once the outputs are checked (default: ``cfg.file`` as a .gsd; a
+    distillation checkpoint is read by :func:`gsdd_cli.distill.checkpoint_view.render_checkpoint`).
+    """
     dev = resolve_device(cfg.device)
     resolve_backend(cfg.backend, dev)  # an unknown --backend fails before anything is written
     _check_outputs(cfg)
-    gsd = load_gsd(cfg.file, device=dev)
-    h = gsd.header
+    h = (load or (lambda d: gsd_source(cfg.file, d)))(dev)
     out_h, out_w = round(h.height * cfg.scale), round(h.width * cfg.scale)
     if out_h < 1 or out_w < 1:
         raise ConfigError(f"--scale {cfg.scale:g} turns {h.height}×{h.width} images into {out_h}×{out_w} pixels; "
@@ -108,7 +138,7 @@ def render_files(cfg: RenderConfig, on_progress: Callable[[int, int], None] | No
     with (StagedDir(cfg.png) if cfg.png is not None else contextlib.nullcontext()) as stage, torch.no_grad():
         for start in range(0, len(index), cfg.batch):
             idx = index[start : start + cfg.batch]
-            imgs = gsd.images.render(idx, scale=cfg.scale, backend=cfg.backend).cpu()
+            imgs = h.images.render(idx, scale=cfg.scale, backend=cfg.backend).cpu()
             for g, img in zip(idx.tolist(), imgs):
                 c, k = divmod(g, h.gpc)
                 if stage is not None:
@@ -128,4 +158,4 @@ def render_files(cfg: RenderConfig, on_progress: Callable[[int, int], None] | No
     return RenderReport(written, h.dataset, h.height, h.width, out_h, out_w)
 
 
-__all__ = ["RenderConfig", "RenderReport", "parse_selection", "render_files"]
+__all__ = ["RenderConfig", "RenderReport", "RenderSource", "gsd_source", "parse_selection", "render_files"]

@@ -76,7 +76,7 @@ def test_tm_logs_the_learned_lr(tmp_path, tiny_npz, tiny_experts):
 
 
 class _FakeWriter:
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, **kwargs):
         self.scalars, self.images, self.closed = [], [], False
 
     def add_scalar(self, tag, value, step):
@@ -93,7 +93,7 @@ class _FakeWriter:
 
 
 def test_records_map_to_tags(monkeypatch, tmp_path):
-    monkeypatch.setattr("gsdd_cli.distill.tensorboard.summary_writer_class", lambda: _FakeWriter)
+    monkeypatch.setattr("gsdd_cli.core.tensorboard.summary_writer_class", lambda: _FakeWriter)
     labels = torch.tensor([0, 0, 1, 1])
     log = TensorBoardLog(str(tmp_path), images_every=3, render=lambda index: torch.rand(len(index), 1, 8, 8),
                          labels=labels)
