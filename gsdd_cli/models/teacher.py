@@ -17,10 +17,11 @@ A mismatch is refused with one :class:`ConfigError` line naming the first classe
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 
 from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DataError
+from gsdd_cli.core.outputs import dumps_json
 from gsdd_cli.data.core import resolve_data_dir
 from gsdd_cli.data.imagenet import SUBSETS, Subset, read_class_index, subset_class_names
 from gsdd_cli.data.transforms import Transform, make_transform, transform_from_record
@@ -52,9 +54,7 @@ class TeacherInput(nn.Module):
         return F.interpolate(p, size=self.size, mode="bilinear", align_corners=False, antialias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.same_space and tuple(x.shape[-2:]) == self.size:
-            return x
-        if self.same_space and self.source.kind == "none":
+        if self.same_space:  # a per-channel affine map commutes with the (normalised) resize
             return self._resize(x)
         return self.target(self._resize(self.source.inverse(x)))
 
@@ -232,7 +232,9 @@ def load_teacher(spec: str, *, dataset: Any, device: torch.device | str = "cpu",
     source_tf = transform if transform is not None else make_transform(dataset, "normalize")
     params = {k: v for k, v in src.input_transform.items() if k != "kind"}
     target_tf = transform_from_record(src.input_transform["kind"], params, dataset, channels=dataset.channels)
-    conv = TeacherInput(source_tf, target_tf, src.resolution, _same_space(source_tf, target_tf))
+    same = _same_space(source_tf, target_tf) and (target_tf.kind != "zca" or
+                                                  tuple(src.resolution) == (dataset.height, dataset.width))
+    conv = TeacherInput(source_tf, target_tf, src.resolution, same)
     net = src.net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -248,18 +250,33 @@ def load_teacher(spec: str, *, dataset: Any, device: torch.device | str = "cpu",
     return t.to(dev)
 
 
-def teacher_header_fields(identity: dict[str, Any]) -> dict[str, str]:
-    """The teacher's identity as flat ``teacher_*`` string fields for any file a teacher touches
-    (``make_header(..., **teacher_header_fields(t.identity))``, JSON sidecars). Lists are JSON text."""
-    import json
+TEACHER_FIELDS = ("source", "name", "arch", "weights", "weights_sha256", "num_classes", "class_names", "wnids",
+                  "resolution", "input_transform", "class_map", "class_map_rule", "input_conversion", "trained_on")
 
-    keys = ("source", "name", "arch", "weights", "weights_sha256", "num_classes", "class_names", "wnids",
-            "resolution", "input_transform", "class_map", "class_map_rule", "input_conversion", "trained_on")
+
+def teacher_header_fields(identity: dict[str, Any]) -> dict[str, str]:
+    """The teacher's identity as flat ``teacher_<key>`` fields for any file a teacher touches, every
+    value JSON text (``make_header(..., **teacher_header_fields(t.identity))``, JSON sidecars);
+    :func:`read_teacher_fields` is the inverse."""
+    return {f"teacher_{k}": dumps_json(identity.get(k)) for k in TEACHER_FIELDS}
+
+
+def read_teacher_fields(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The identity keys recorded by :func:`teacher_header_fields` (None when no teacher is recorded).
+    Values may be the JSON text or already decoded (a ``.gsd`` header decodes JSON fields itself)."""
+    if "teacher_weights_sha256" not in fields:
+        return None
     out = {}
-    for k in keys:
-        v = identity.get(k)
-        out[f"teacher_{k}"] = v if isinstance(v, str) else json.dumps(v)
+    for k in TEACHER_FIELDS:
+        v = fields.get(f"teacher_{k}")
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass  # already decoded text
+        out[k] = v
     return out
 
 
-__all__ = ["Teacher", "TeacherInput", "load_teacher", "match_classes", "teacher_header_fields"]
+__all__ = ["TEACHER_FIELDS", "Teacher", "TeacherInput", "load_teacher", "match_classes", "read_teacher_fields",
+           "teacher_header_fields"]
