@@ -156,8 +156,9 @@ def _subset_of(dataset: Any) -> Optional[Subset]:
     s = SUBSETS.get(str(dataset.name).lower())
     if s is not None:
         return s
-    names = list(dataset.class_names)
-    return next((s for s in SUBSETS.values() if subset_class_names(s) == names), None)
+    names = list(dataset.class_names)  # its class names, or its published wnids (an extracted folder)
+    return next((s for s in SUBSETS.values() if subset_class_names(s) == names
+                 or (s.wnids is not None and sorted(s.wnids) == names)), None)
 
 
 def _imagenet_map(src: TeacherSource, dataset: Any, data_dir: Path, label: str) -> tuple[list[int], list[str] | None, str]:

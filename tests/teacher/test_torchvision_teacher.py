@@ -160,3 +160,11 @@ def test_download_goes_into_gsdd_cache(resnet18_weights, monkeypatch, _isolated_
     load_teacher("resnet18", dataset=ds)
     assert seen == {"url": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
                     "dest": _isolated_data_dir / "teachers" / "resnet18-f37072fd.pth", "prefix": "f37072fd"}
+
+
+def test_extracted_subset_folder_named_by_wnids(resnet18_weights):
+    """An ImageWoof folder whose classes are its published wnids maps without a class-index file."""
+    woof = _fake("/data/imagewoof", sorted(SUBSETS["imagewoof"].wnids))
+    t = load_teacher(f"resnet18={resnet18_weights}", dataset=woof)
+    assert t.identity["class_map"] == sorted(SUBSETS["imagewoof"].class_ids)
+    assert t.identity["dataset_wnids"] == sorted(SUBSETS["imagewoof"].wnids)
