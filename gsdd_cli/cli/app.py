@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "init",
     "distill",
     "experts",
+    "teacher",
     "render",
     "info",
     "eval",

@@ -120,6 +120,15 @@ def seed_option(help: str = "Random seed (runs are reproducible).", default: Any
     return option(default, help)
 
 
+def teacher_option(default: Any = None) -> Any:
+    """``--teacher NAME|NAME=FILE|FILE``: the one declaration every teacher-guided command includes
+    (read by ``gsdd_cli.models.teacher.load_teacher``; grammar in docs/imagenet.md)."""
+    return option(default, "Teacher classifier: a torchvision name with its ImageNet-1K weights (resnet18, "
+                  "resnet50:IMAGENET1K_V2; downloaded into <data_dir>/teachers), NAME=FILE for a local "
+                  "torchvision weights file (offline), or a file written by gsdd teacher.",
+                  flags=("--teacher",))
+
+
 def json_option() -> Any:
     return option(False, "Print machine-readable JSON on stdout.", flags=("--json",))
 
@@ -163,6 +172,7 @@ __all__ = [
     "out_option",
     "quiet_option",
     "seed_option",
+    "teacher_option",
     "tensorboard_option",
     "validation_message",
 ]
