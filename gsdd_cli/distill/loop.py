@@ -150,7 +150,8 @@ def distill(
         if not resume and not side["checkpoint_written"]:
             remove_quietly(side["created"])  # nothing to resume: leave no debris
         if dist.is_available() and dist.is_initialized():
-            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
+            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), grouped=True),
+                                 wait=False)
         raise
 
 
