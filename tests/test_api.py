@@ -29,22 +29,25 @@ def test_load_exposes_the_header(tmp_path, make_digits_gsd):
         gsdd_cli.load(tmp_path / "absent.gsd")
 
 
-def test_render_matches_the_images_and_scales(tmp_path, make_digits_gsd):
+def test_render_matches_the_images_and_scales(tmp_path, make_digits_gsd, device):
     path = make_digits_gsd(tmp_path / "d.gsd")
-    s = gsdd_cli.load(path)
-    ref = load_gsd(path).images.render()
+    s = gsdd_cli.load(path, device=device)  # GSDD_TEST_DEVICE (tests/conftest.py)
+    ref = load_gsd(path, device=device).images.render()
     px = s.render()
-    assert px.dtype == torch.float32 and torch.equal(px, ref.detach())
+    assert px.dtype == torch.float32 and px.device.type == device and torch.equal(px, ref.detach())
     assert s.render(scale=2).shape == (30, 1, 32, 32)
+    moved = gsdd_cli.load(path).render(device=device)  # a CPU-loaded set moves to the device to render
+    assert moved.device.type == device and torch.equal(moved, px)
     with pytest.raises(ConfigError, match="scale"):
         s.render(scale=0)
 
 
-def test_network_space_uses_the_recorded_transform(tmp_path, make_digits_gsd):
-    s = gsdd_cli.load(make_digits_gsd(tmp_path / "d.gsd"))
+def test_network_space_uses_the_recorded_transform(tmp_path, make_digits_gsd, device):
+    s = gsdd_cli.load(make_digits_gsd(tmp_path / "d.gsd"), device=device)
     params = s.header.transform_params
     x, y = s.tensors("network")
-    expect = (s.render() - torch.tensor(params["mean"]).view(1, -1, 1, 1)) / torch.tensor(params["std"]).view(1, -1, 1, 1)
+    mean, std = (torch.tensor(params[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
+    expect = (s.render() - mean) / std
     assert torch.allclose(x, expect, atol=1e-6) and torch.equal(y, s.labels)
     ds = s.dataset()
     assert isinstance(ds, torch.utils.data.TensorDataset) and len(ds) == 30
@@ -60,8 +63,8 @@ def test_normalize_without_params_falls_back_to_the_dataset(tmp_path, make_digit
     assert torch.allclose(s.transform.mean.flatten(), torch.tensor(ds.mean, dtype=torch.float32))
 
 
-def test_zca_is_refitted_and_checked(tmp_path, make_digits_gsd):
-    s = gsdd_cli.load(make_digits_gsd(tmp_path / "z.gsd", transform="zca"))
+def test_zca_is_refitted_and_checked(tmp_path, make_digits_gsd, device):
+    s = gsdd_cli.load(make_digits_gsd(tmp_path / "z.gsd", transform="zca"), device=device)
     tf = s.transform
     assert tf.kind == "zca" and tf.num_fit == load_dataset("digits").x_train.shape[0]
     x, _ = s.tensors("network")

@@ -73,6 +73,7 @@ def test_bad_numbers(gsd, args, needle):
     _assert_clean_error(run(gsd, *args), 3, needle)
 
 
+@pytest.mark.cpu_only(reason="checks the error for --device cuda on a machine without a GPU")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_without_gpu(gsd):
     # the same device rule (and exit code) as every other command
@@ -93,21 +94,21 @@ def test_missing_dataset_is_a_data_error(tmp_path):
         _assert_clean_error(res, 8, "cifar")
 
 
-def test_eval_file_json_and_table(gsd):
-    res = run(gsd, "--arch", "convnetd1", "--epochs", "1", "--runs", "1", "--device", "cpu",
-              "--backend", "reference", "--json", "--quiet")
+def test_eval_file_json_and_table(gsd, device, backend):
+    res = run(gsd, "--arch", "convnetd1", "--epochs", "1", "--runs", "1", "--device", device,
+              "--backend", backend, "--json", "--quiet")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["arch"] == "convnetd1" and data["runs"] == 1 and data["lr"] == 0.01
     assert data["batch_size"] == 128 and len(data["final_accuracy"]) == 1 and len(data["file_sha256"]) == 64
-    table = run(gsd, "--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", "cpu", "--quiet")
+    table = run(gsd, "--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", device, "--quiet")
     assert table.exit_code == 0, table.output
     assert "mean ± std" in table.stdout and "convnetd1" in table.stdout
 
 
-def test_eval_baseline_json():
+def test_eval_baseline_json(device):
     res = run("--baseline", "random-real", "--ipc", "1", "--dataset", "digits", "--arch", "convnetd1",
-              "--epochs", "1", "--runs", "1", "--device", "cpu", "--json", "-q")
+              "--epochs", "1", "--runs", "1", "--device", device, "--json", "-q")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["source"] == "baseline:random-real" and data["num_train_images"] == 10

@@ -59,9 +59,9 @@ def test_protocol_defaults():
     assert (given.lr, given.runs, given.batch_size) == (0.5, 2, 7)
 
 
-def test_digits_real_images_beat_chance():
+def test_digits_real_images_beat_chance(device):
     ds = load_dataset("digits")
-    cfg = make_eval_config(epochs=10, runs=1, device="cpu", seed=0)
+    cfg = make_eval_config(epochs=10, runs=1, device=device, seed=0)
     steps = []
     res = evaluate_baseline(ds, "random-real", ipc=10, cfg=cfg, on_step=steps.append)
     assert res.num_train_images == 100 and res.num_test_images == 360
@@ -71,13 +71,13 @@ def test_digits_real_images_beat_chance():
     json.dumps(res.model_dump())
 
 
-def test_train_and_evaluate_is_reproducible_and_reports_stats():
+def test_train_and_evaluate_is_reproducible_and_reports_stats(device):
     ds = load_dataset("digits")
     idx = select_random_real(ds, 2, seed=1)
     assert torch.equal(idx, select_random_real(ds, 2, seed=1)) and idx.numel() == 20
     tf = make_transform(ds, "normalize")
     x, tx = tf(ds.x_train[idx]), tf(ds.x_test[:100])
-    cfg = make_eval_config(arch="convnetd1", epochs=2, runs=2, device="cpu", seed=3)
+    cfg = make_eval_config(arch="convnetd1", epochs=2, runs=2, device=device, seed=3)  # CUDA: deterministic kernels
     a = train_and_evaluate(x, ds.y_train[idx], tx, ds.y_test[:100], cfg, num_classes=10)
     b = train_and_evaluate(x, ds.y_train[idx], tx, ds.y_test[:100], cfg, num_classes=10)
     assert a.final_accuracy == b.final_accuracy and len(a.final_accuracy) == 2
@@ -107,10 +107,10 @@ def _save_digits_gsd(path, height=16, syn_lr=0.02):
     return path
 
 
-def test_evaluate_gsd(tmp_path):
+def test_evaluate_gsd(tmp_path, device, backend):
     path = _save_digits_gsd(tmp_path / "d.gsd")
-    cfg = make_eval_config(arch="convnetd1", epochs=1, runs=1, device="cpu")
-    res = evaluate_gsd(path, cfg, backend="reference")
+    cfg = make_eval_config(arch="convnetd1", epochs=1, runs=1, device=device)
+    res = evaluate_gsd(path, cfg, backend=backend)
     assert res.dataset == "digits" and res.algorithm == "tm" and res.transform == "normalize"
     assert res.lr == 0.02 and res.lr_source.startswith("learned") and res.batch_size == 256
     assert res.file_sha256 == file_sha256(path) and res.num_train_images == 10

@@ -29,15 +29,17 @@ def gsd(tmp_path, make_digits_gsd):
     return make_digits_gsd(tmp_path / "d.gsd", syn_lr=0.015, algorithm="tm")
 
 
-def test_pt_round_trips_both_spaces(tmp_path, gsd):
-    s = gsdd_cli.load(gsd)
-    export_set(gsd, "pt", tmp_path / "net.pt")
-    export_set(gsd, "pt", tmp_path / "pix.pt", space="pixel")
+# The round trips render on GSDD_TEST_DEVICE (tests/conftest.py): the export and the set it is
+# compared with render on the same device and backend, so the bits must agree there too.
+def test_pt_round_trips_both_spaces(tmp_path, gsd, device):
+    s = gsdd_cli.load(gsd, device=device)
+    export_set(gsd, "pt", tmp_path / "net.pt", device=device)
+    export_set(gsd, "pt", tmp_path / "pix.pt", space="pixel", device=device)
     net = torch.load(tmp_path / "net.pt", weights_only=True)
     pix = torch.load(tmp_path / "pix.pt", weights_only=True)
-    assert torch.equal(net["images"], s.dataset().tensors[0]) and net["space"] == "network"
-    assert torch.equal(pix["images"], s.render()) and pix["space"] == "pixel"
-    assert torch.equal(net["labels"], s.labels) and net["labels"].dtype == torch.int64
+    assert torch.equal(net["images"], s.dataset().tensors[0].cpu()) and net["space"] == "network"
+    assert torch.equal(pix["images"], s.render().cpu()) and pix["space"] == "pixel"
+    assert torch.equal(net["labels"], s.labels.cpu()) and net["labels"].dtype == torch.int64
     assert (net["ipc"], net["gpc"], net["syn_lr"], net["class_names"]) == (1, 3, 0.015, s.class_names)
     tf = net["transform"]
     assert tf["kind"] == "normalize" and tf["mean"] == [float(v) for v in s.transform.mean.flatten()]
@@ -56,29 +58,29 @@ def test_pt_carries_the_zca_matrix(tmp_path, make_digits_gsd):
     assert torch.allclose(rebuilt, obj["images"], atol=1e-5)
 
 
-def test_npz_round_trips_and_is_a_dataset(tmp_path, gsd):
-    s = gsdd_cli.load(gsd)
-    export_set(gsd, "npz", tmp_path / "f.npz", with_test=True)
+def test_npz_round_trips_and_is_a_dataset(tmp_path, gsd, device):
+    s = gsdd_cli.load(gsd, device=device)
+    export_set(gsd, "npz", tmp_path / "f.npz", with_test=True, device=device)
     back = load_npz(tmp_path / "f.npz")
-    assert torch.equal(back.x_train, s.render()) and torch.equal(back.y_train, s.labels)
+    assert torch.equal(back.x_train, s.render().cpu()) and torch.equal(back.y_train, s.labels.cpu())
     real = load_dataset("digits")
     assert torch.equal(back.x_test, real.x_test) and back.class_names == s.class_names
     assert gsdd_cli.load_dataset(str(tmp_path / "f.npz")).x_train.shape == (30, 1, 16, 16)
-    export_set(gsd, "npz", tmp_path / "u.npz", uint8=True)
+    export_set(gsd, "npz", tmp_path / "u.npz", uint8=True, device=device)
     with np.load(tmp_path / "u.npz") as z:
         assert z["x_train"].dtype == np.uint8 and "x_test" not in z.files
         assert np.array_equal(z["x_train"], to_uint8_nhwc(s.render()))
 
 
-def test_imagefolder_writes_pngs_in_label_order(tmp_path, gsd):
-    s = gsdd_cli.load(gsd)
-    res = export_set(gsd, "imagefolder", tmp_path / "folder", with_test=True)
+def test_imagefolder_writes_pngs_in_label_order(tmp_path, gsd, device):
+    s = gsdd_cli.load(gsd, device=device)
+    res = export_set(gsd, "imagefolder", tmp_path / "folder", with_test=True, device=device)
     assert "quantizes" in res.notes[0]
     side = json.loads((tmp_path / "folder" / "gsdd_export.json").read_text())
     assert side["class_folders"] == [str(i) for i in range(10)] and side["ipc"] == 1
     back = load_image_folder(tmp_path / "folder")
     expect = torch.from_numpy(to_uint8_nhwc(s.render())).permute(0, 3, 1, 2).float() / 255
-    assert torch.equal(back.x_train, expect) and torch.equal(back.y_train, s.labels)
+    assert torch.equal(back.x_train, expect) and torch.equal(back.y_train, s.labels.cpu())
     assert back.x_test.shape[0] == load_dataset("digits").x_test.shape[0]
 
 
@@ -89,12 +91,12 @@ def test_class_folder_names_sort_in_label_order():
     assert class_folder_names(["a b", "a-b"]) == ["000_a-b", "001_a-b"]  # clash after sanitizing
 
 
-def test_ddranking_folder(tmp_path, gsd, make_digits_gsd):
-    s = gsdd_cli.load(gsd)
-    export_set(gsd, "ddranking", tmp_path / "dd")
+def test_ddranking_folder(tmp_path, gsd, make_digits_gsd, device):
+    s = gsdd_cli.load(gsd, device=device)
+    export_set(gsd, "ddranking", tmp_path / "dd", device=device)
     d = tmp_path / "dd"
-    assert torch.equal(torch.load(d / "images.pt", weights_only=True), s.dataset().tensors[0])
-    assert torch.equal(torch.load(d / "labels.pt", weights_only=True), s.labels)
+    assert torch.equal(torch.load(d / "images.pt", weights_only=True), s.dataset().tensors[0].cpu())
+    assert torch.equal(torch.load(d / "labels.pt", weights_only=True), s.labels.cpu())
     assert float(torch.load(d / "syn_lr.pt", weights_only=True)) == pytest.approx(0.015)
     cfg = yaml.safe_load((d / "ddranking.yaml").read_text())
     assert cfg["ipc"] == 1 and cfg["use_zca"] is False and cfg["syn_lr"] == 0.015 and cfg["syn_batch_size"] == 256
@@ -154,8 +156,9 @@ def test_folders_are_atomic_and_need_force(tmp_path, gsd, monkeypatch):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
-def test_cli_export(tmp_path, gsd):
-    res = runner.invoke(app, ["export", str(gsd), "--format", "pt", "--out", str(tmp_path / "c.pt"), "--json", "-q"])
+def test_cli_export(tmp_path, gsd, device):
+    res = runner.invoke(app, ["export", str(gsd), "--format", "pt", "--out", str(tmp_path / "c.pt"), "--device", device,
+                              "--json", "-q"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["num_images"] == 30
     bad = runner.invoke(app, ["export", str(gsd), "--format", "png", "--out", str(tmp_path / "x")])

@@ -20,7 +20,7 @@ from gsdd_cli.evaluate import (
 )
 
 runner = CliRunner()
-TINY = dict(arch="convnetd1", epochs=1, runs=2, device="cpu")  # epochs must be > 0
+TINY = dict(arch="convnetd1", epochs=1, runs=2)  # epochs must be > 0
 
 
 @pytest.fixture(autouse=True)
@@ -90,19 +90,24 @@ def test_random_real_draws_a_fresh_subset_per_run():
     assert [int(labels[i]) for i in idx[0]] == [c for c in range(10) for _ in range(2)]  # class-major
 
 
-def test_baseline_like_a_file(tmp_path, make_digits_gsd):
+@pytest.fixture
+def tiny(device):
+    return {**TINY, "device": device}  # GSDD_TEST_DEVICE (tests/conftest.py)
+
+
+def test_baseline_like_a_file(tmp_path, make_digits_gsd, tiny):
     path = make_digits_gsd(tmp_path / "z.gsd", transform="zca")
-    res = evaluate_baseline(None, "random-real", cfg=make_eval_config(**TINY), like=path)
+    res = evaluate_baseline(None, "random-real", cfg=make_eval_config(**tiny), like=path)
     assert res.transform == "zca" and res.extra["ipc"] == 1 and res.num_train_images == 10
     assert res.extra["like"] == str(path)
     with pytest.raises(ConfigError, match="IPC and transform"):
-        evaluate_baseline(None, "random-real", ipc=2, cfg=make_eval_config(**TINY), like=path)
+        evaluate_baseline(None, "random-real", ipc=2, cfg=make_eval_config(**tiny), like=path)
 
 
-def test_vs_random_and_full(tmp_path, make_digits_gsd):
+def test_vs_random_and_full(tmp_path, make_digits_gsd, tiny, backend):
     path = make_digits_gsd(tmp_path / "d.gsd", syn_lr=0.02, algorithm="tm")
     phases = set()
-    res = evaluate_gsd(path, make_eval_config(**TINY), backend="reference", vs_random=True, full_accuracy=0.97,
+    res = evaluate_gsd(path, make_eval_config(**tiny), backend=backend, vs_random=True, full_accuracy=0.97,
                        on_step=lambda st: phases.add(st.phase))
     rnd = res.baselines["random-real"]
     assert phases == {"distilled", "random-real"}
@@ -114,22 +119,22 @@ def test_vs_random_and_full(tmp_path, make_digits_gsd):
     assert m["hlr"]["per_run"] == pytest.approx([100 * (0.97 - d) for d in res.final_accuracy])
     assert m["full_accuracy_source"] == "given" and "lrs" in m
     json.dumps(res.model_dump())
-    trained = evaluate_gsd(path, make_eval_config(**TINY), backend="reference", full=True)
+    trained = evaluate_gsd(path, make_eval_config(**tiny), backend=backend, full=True)
     assert trained.baselines["full"].num_train_images == 1437 and "ior" not in trained.metrics
     assert trained.metrics["full_accuracy_source"] == "trained"
     with pytest.raises(ConfigError, match="not both"):
-        evaluate_gsd(path, make_eval_config(**TINY), full=True, full_accuracy=0.9)
+        evaluate_gsd(path, make_eval_config(**tiny), full=True, full_accuracy=0.9)
     with pytest.raises(ConfigError, match="fraction"):
-        evaluate_gsd(path, make_eval_config(**TINY), full_accuracy=97.0)
+        evaluate_gsd(path, make_eval_config(**tiny), full_accuracy=97.0)
 
 
 def _cli(*args):
     return runner.invoke(app, ["eval", *[str(a) for a in args]])
 
 
-def test_cli_vs_random_table_and_json(tmp_path, make_digits_gsd):
+def test_cli_vs_random_table_and_json(tmp_path, make_digits_gsd, device):
     path = make_digits_gsd(tmp_path / "d.gsd")
-    flags = ["--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", "cpu", "-q"]
+    flags = ["--arch", "convnetd1", "--epochs", "1", "--runs", "2", "--device", device, "-q"]
     table = _cli(path, "--vs-random", "--full-acc", "97.5", *flags)
     assert table.exit_code == 0, table.output
     assert "IOR" in table.stdout and "HLR" in table.stdout and "LRS" in table.stdout
@@ -154,7 +159,7 @@ def test_cli_flag_rules_for_files(tmp_path, make_digits_gsd, args, needle):
     assert res.exit_code == 3 and res.stderr.startswith("error:") and needle in res.stderr, res.output
 
 
-def test_cli_flag_rules_for_baselines(tmp_path, make_digits_gsd):
+def test_cli_flag_rules_for_baselines(tmp_path, make_digits_gsd, device):
     path = make_digits_gsd(tmp_path / "d.gsd")
     for args, needle in (
         (["--baseline", "random-real", "--like", path, "--ipc", "2"], "--like takes"),
@@ -164,5 +169,5 @@ def test_cli_flag_rules_for_baselines(tmp_path, make_digits_gsd):
         res = _cli(*args)
         assert res.exit_code == 3 and needle in res.stderr, res.output
     ok = _cli("--baseline", "random-real", "--like", path, "--arch", "convnetd1", "--epochs", "1", "--runs", "1",
-              "--device", "cpu", "-q")
+              "--device", device, "-q")
     assert ok.exit_code == 0 and "ipc 1" in ok.stdout and "like" in ok.stdout, ok.output

@@ -79,10 +79,11 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    grouped: bool = False  # a process group exists (torchrun forms one even for a single process)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.grouped
 
     @property
     def is_main(self) -> bool:
@@ -92,11 +93,12 @@ class DistInfo:
 def init_distributed(device_spec: str = "auto") -> DistInfo:
     """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
 
-    Nothing happens for a single process (no WORLD_SIZE or WORLD_SIZE=1). Backend: nccl when the run
-    uses CUDA, gloo on CPU. Each rank uses cuda:LOCAL_RANK.
+    Nothing happens for a single process started without torchrun (no WORLD_SIZE or WORLD_SIZE=1 and
+    no TORCHELASTIC_RUN_ID); under torchrun even one process forms a group, so one GPU still runs the
+    NCCL path. Backend: nccl when the run uses CUDA, gloo on CPU. Each rank uses cuda:LOCAL_RANK.
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
+    if world <= 1 and not os.environ.get("TORCHELASTIC_RUN_ID"):
         return DistInfo()
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
@@ -106,7 +108,7 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
             torch.cuda.set_device(local)
         _import_group_capturing_modules()
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, grouped=True)
 
 
 def rank_device(device: torch.device, info: DistInfo) -> torch.device:

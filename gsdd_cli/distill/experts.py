@@ -226,7 +226,8 @@ def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | No
                 except OSError:
                     pass
         if shutdown and dist.is_available() and dist.is_initialized():
-            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
+            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), grouped=True),
+                                 wait=False)
         raise
     finally:
         board.close()

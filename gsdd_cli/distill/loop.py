@@ -153,7 +153,8 @@ def distill(
             if side.get("tb") is not None and not side.get("output_written"):
                 side["tb"].discard()  # this call's event file and the folders it made, nothing else
         if dist.is_available() and dist.is_initialized():
-            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size()), wait=False)
+            shutdown_distributed(DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), grouped=True),
+                                 wait=False)
         raise
 
 

@@ -29,11 +29,11 @@ def tiny_npz(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_experts(tiny_npz, tmp_path_factory):
-    """2 experts × 2 epochs on the tiny set (shared by the TM tests)."""
+def tiny_experts(tiny_npz, tmp_path_factory, device):
+    """2 experts × 2 epochs on the tiny set, trained on the test device (shared by the TM tests)."""
     from gsdd_cli.distill import make_experts_config, train_experts
 
     out = tmp_path_factory.mktemp("buffers") / "tiny"
-    cfg = make_experts_config(dataset=tiny_npz, out=str(out), num=2, epochs=2, batch=16, device="cpu")
+    cfg = make_experts_config(dataset=tiny_npz, out=str(out), num=2, epochs=2, batch=16, device=device)
     train_experts(cfg)
     return str(out)

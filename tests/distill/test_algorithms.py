@@ -10,12 +10,17 @@ from gsdd_cli.distill import build_config, distill
 from gsdd_cli.distill.dc import match_distance
 
 
-FAST = {"device": "cpu", "backend": "reference", "init_steps": 20, "eval_epochs": 2}
+FAST = {"init_steps": 20, "eval_epochs": 2}
 
 
-def _run(dataset, tmp_path, **flags):
+@pytest.fixture
+def fast(device, backend):
+    return {**FAST, "device": device, "backend": backend}  # GSDD_TEST_DEVICE (tests/conftest.py)
+
+
+def _run(dataset, tmp_path, fast, **flags):
     out = tmp_path / f"{flags['algo']}.gsd"
-    cfg = build_config(dataset, flags={"ipc": 1, "out": str(out), **FAST, **flags})
+    cfg = build_config(dataset, flags={"ipc": 1, "out": str(out), **fast, **flags})
     losses = []
     result = distill(cfg, on_step=lambda s: losses.append(s.loss))
     return result, losses, out
@@ -26,8 +31,8 @@ def _decreases(losses, k):
     return last < first, (first, last)
 
 
-def test_dm_loss_goes_down(tmp_path):
-    result, losses, out = _run("digits", tmp_path, algo="dm", iterations=12, batch_real=32, lr=0.01)
+def test_dm_loss_goes_down(tmp_path, fast):
+    result, losses, out = _run("digits", tmp_path, fast, algo="dm", iterations=12, batch_real=32, lr=0.01)
     ok, info = _decreases(losses, 3)
     assert ok, info
     with safe_open(str(out), framework="pt") as f:
@@ -42,14 +47,14 @@ def test_dm_loss_goes_down(tmp_path):
     assert log[0]["event"] == "start" and log[-1]["event"] == "end"
 
 
-def test_dc_loss_goes_down(tiny_npz, tmp_path):
-    result, losses, _ = _run(tiny_npz, tmp_path, algo="dc", iterations=16, batch_real=8, lr=0.02)
+def test_dc_loss_goes_down(tiny_npz, tmp_path, fast):
+    result, losses, _ = _run(tiny_npz, tmp_path, fast, algo="dc", iterations=16, batch_real=8, lr=0.02)
     ok, info = _decreases(losses, 5)
     assert ok, info
 
 
-def test_dc_inner_loop_runs(tiny_npz, tmp_path):
-    result, losses, _ = _run(tiny_npz, tmp_path, algo="dc", iterations=2, batch_real=4, outer_loop=2, inner_loop=1)
+def test_dc_inner_loop_runs(tiny_npz, tmp_path, fast):
+    result, losses, _ = _run(tiny_npz, tmp_path, fast, algo="dc", iterations=2, batch_real=4, outer_loop=2, inner_loop=1)
     assert result.iterations == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
@@ -59,8 +64,8 @@ def test_match_distance_is_zero_for_parallel_gradients():
     assert float(match_distance([-t for t in g], g)) == pytest.approx(2 * (4 + 10), rel=1e-4)
 
 
-def test_tm_runs_and_learns_lr(tiny_npz, tiny_experts, tmp_path):
-    result, losses, out = _run(tiny_npz, tmp_path, algo="tm", buffers=tiny_experts, iterations=10,
+def test_tm_runs_and_learns_lr(tiny_npz, tiny_experts, tmp_path, fast):
+    result, losses, out = _run(tiny_npz, tmp_path, fast, algo="tm", buffers=tiny_experts, iterations=10,
                                syn_steps=4, batch_syn=8, expert_epochs=1, max_start_epoch=1, lr=0.01,
                                lr_lr=1e-5)
     ok, info = _decreases(losses, 3)
@@ -71,10 +76,10 @@ def test_tm_runs_and_learns_lr(tiny_npz, tiny_experts, tmp_path):
     assert syn_lr >= 1e-3 and syn_lr == pytest.approx(result.syn_lr)
 
 
-def test_tm_syn_lr_is_clamped(tiny_npz, tiny_experts, tmp_path):
+def test_tm_syn_lr_is_clamped(tiny_npz, tiny_experts, tmp_path, fast):
     lrs = []
     out = tmp_path / "clamp.gsd"
-    cfg = build_config(tiny_npz, flags={"algo": "tm", "ipc": 1, "out": str(out), **FAST, "buffers": tiny_experts,
+    cfg = build_config(tiny_npz, flags={"algo": "tm", "ipc": 1, "out": str(out), **fast, "buffers": tiny_experts,
                                         "iterations": 4, "syn_steps": 3, "batch_syn": 8, "expert_epochs": 1,
                                         "max_start_epoch": 1, "lr_lr": 1e-2, "lr_init": 0.0011})
     distill(cfg, on_step=lambda s: lrs.append(s.metrics["syn_lr"]))
@@ -82,10 +87,10 @@ def test_tm_syn_lr_is_clamped(tiny_npz, tiny_experts, tmp_path):
     assert lrs.count(1e-3) >= 1 or min(lrs) == pytest.approx(1e-3)  # the clamp was exercised
 
 
-def test_tm_rejects_incompatible_buffers(tiny_npz, tiny_experts, tmp_path):
+def test_tm_rejects_incompatible_buffers(tiny_npz, tiny_experts, tmp_path, fast):
     from gsdd_cli.core.errors import ConfigError
 
-    cfg = build_config(tiny_npz, flags={"algo": "tm", "ipc": 1, "out": str(tmp_path / "x.gsd"), **FAST,
+    cfg = build_config(tiny_npz, flags={"algo": "tm", "ipc": 1, "out": str(tmp_path / "x.gsd"), **fast,
                                         "buffers": tiny_experts, "iterations": 1, "max_start_epoch": 5})
     with pytest.raises(ConfigError, match="exceeds"):
         distill(cfg)

@@ -8,10 +8,10 @@ from gsdd_cli.cli import app
 from gsdd_cli.distill import build_config, distill
 
 
-def test_tm_without_buffers_trains_then_reuses_cached_experts(tiny_npz, tmp_path):
+def test_tm_without_buffers_trains_then_reuses_cached_experts(tiny_npz, tmp_path, device):
     data_dir = tmp_path / "data"
     flags = dict(algo="tm", ipc=1, param="pixel", num_experts=1, experts_epochs=2, syn_steps=2, batch_syn=4,
-                 expert_epochs=1, max_start_epoch=1, iterations=1, device="cpu", data_dir=str(data_dir))
+                 expert_epochs=1, max_start_epoch=1, iterations=1, device=device, data_dir=str(data_dir))
     messages = []
     r = distill(build_config(tiny_npz, flags={**flags, "out": str(tmp_path / "a.gsd")}), notify=messages.append)
     folder = data_dir / "experts"
@@ -29,12 +29,12 @@ def test_tm_without_buffers_trains_then_reuses_cached_experts(tiny_npz, tmp_path
     assert distill(build_config(tiny_npz, flags=more)).config.buffers != str(cache)
 
 
-def test_cli_tm_without_buffers_says_where_and_how_many(tiny_npz, tmp_path):
+def test_cli_tm_without_buffers_says_where_and_how_many(tiny_npz, tmp_path, device):
     out = tmp_path / "t.gsd"
     r = CliRunner().invoke(app, ["distill", tiny_npz, "--algo", "tm", "--ipc", "1", "--param", "pixel", "--out", str(out),
                                  "--num-experts", "1", "--experts-epochs", "2", "--syn-steps", "2", "--batch-syn", "4",
                                  "--expert-epochs", "1", "--max-start-epoch", "1", "--iterations", "1", "--device",
-                                 "cpu", "--data-dir", str(tmp_path / "data"), "--json", "-q"])
+                                 device, "--data-dir", str(tmp_path / "data"), "--json", "-q"])
     assert r.exit_code == 0, r.output
     assert "no --buffers: training 1 expert trajectories (2 epochs each) in" in r.output
     summary = json.loads(r.output[r.output.index("{"):])

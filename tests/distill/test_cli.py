@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
 from safetensors import safe_open
 from typer.testing import CliRunner
 
 from gsdd_cli.cli import app
 
-FAST = ["--device", "cpu", "--backend", "reference", "--init-steps", "10", "-q"]
+@pytest.fixture
+def fast(device, backend):
+    return ["--device", device, "--backend", backend, "--init-steps", "10", "-q"]  # GSDD_TEST_DEVICE
 
 
 def _run(*args):
@@ -21,10 +24,10 @@ def _one_line_error(res, code, text):
     assert "Traceback" not in res.output
 
 
-def test_distill_cli_writes_outputs(tmp_path):
+def test_distill_cli_writes_outputs(tmp_path, fast):
     out = tmp_path / "d.gsd"
     res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "2", "--batch-real", "8",
-               "--eval-every", "2", "--eval-epochs", "1", "--out", str(out), "--json", *FAST)
+               "--eval-every", "2", "--eval-epochs", "1", "--out", str(out), "--json", *fast)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["iterations"] == 2 and len(summary["evals"]) == 1
@@ -39,20 +42,21 @@ def test_distill_cli_writes_outputs(tmp_path):
     assert any(r["event"] == "eval" for r in log)
 
 
-def test_distill_cli_from_init_file_and_config_file(tmp_path):
+def test_distill_cli_from_init_file_and_config_file(tmp_path, fast, device, backend):
     init = tmp_path / "init.gsd"
-    res = _run("init", "digits", "--ipc", "1", "--steps", "5", "--out", str(init), "--backend", "reference", "-q")
+    res = _run("init", "digits", "--ipc", "1", "--steps", "5", "--out", str(init), "--backend", backend,
+               "--device", device, "-q")
     assert res.exit_code == 0, res.output
     cfg = tmp_path / "c.yaml"
     cfg.write_text("algo: dc\nipc: 1\niterations: 1\nbatch_real: 4\n")
     out = tmp_path / "dc.gsd"
-    res = _run("distill", "digits", "--config", str(cfg), "--init", str(init), "--out", str(out), *FAST)
+    res = _run("distill", "digits", "--config", str(cfg), "--init", str(init), "--out", str(out), *fast)
     assert res.exit_code == 0, res.output
     resolved = json.loads((tmp_path / "dc.gsd.config.json").read_text())
     assert resolved["algo"] == "dc" and resolved["init"] == str(init) and resolved["iterations"] == 1
 
 
-def test_distill_cli_errors(tmp_path):
+def test_distill_cli_errors(tmp_path, fast):
     out = str(tmp_path / "x.gsd")
     _one_line_error(_run("distill", "digits", "--algo", "xm", "--ipc", "1", "--out", out), 3, "unknown algorithm")
     _one_line_error(_run("distill", "nosuchset", "--algo", "dm", "--ipc", "1", "--out", out), 7, "unknown dataset")
@@ -71,10 +75,10 @@ def test_distill_cli_errors(tmp_path):
     _one_line_error(_run("distill", "digits", "--algo", "dm", "--param", "pixel", "--gpc", "3", "--out", out), 3,
                     "--gpc applies to Gaussian sets")
     _one_line_error(_run("distill", "digits", "--algo", "tm", "--ipc", "1", "--buffers", str(tmp_path), "--out", out,
-                         *FAST), 3, "manifest")
+                         *fast), 3, "manifest")
 
 
-def test_distill_cli_interrupt_exit_code(tmp_path, monkeypatch):
+def test_distill_cli_interrupt_exit_code(tmp_path, monkeypatch, fast):
     import gsdd_cli.distill.loop as loop
     from gsdd_cli.core.algorithms import get_algorithm
 
@@ -95,33 +99,33 @@ def test_distill_cli_interrupt_exit_code(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "get_algorithm", lambda name: Entry)
     res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
-               "--save-every", "1", "--out", str(out), *FAST)
+               "--save-every", "1", "--out", str(out), *fast)
     assert res.exit_code == 130, res.output
     assert "--resume" in res.output and "i.gsd.ckpt" in res.output
     monkeypatch.setattr(loop, "get_algorithm", get_algorithm)
     res = _run("distill", "digits", "--algo", "dm", "--ipc", "1", "--iterations", "4", "--batch-real", "4",
-               "--save-every", "1", "--out", str(out), "--resume", *FAST)
+               "--save-every", "1", "--out", str(out), "--resume", *fast)
     assert res.exit_code == 0, res.output and out.exists()
 
 
-def test_experts_cli(tiny_npz, tmp_path):
+def test_experts_cli(tiny_npz, tmp_path, device):
     out = tmp_path / "buf"
     res = _run("experts", tiny_npz, "--num", "1", "--epochs", "1", "--batch", "16", "--out", str(out), "--device",
-               "cpu", "-q", "--json")
+               device, "-q", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["trained"] == [0]
     assert (out / "expert_0000.safetensors").is_file() and (out / "manifest.json").is_file()
     _one_line_error(_run("experts", tiny_npz, "--num", "0", "--out", str(out)), 3, "num")
 
 
-def test_experts_print_a_time_estimate(tiny_npz, tmp_path):
+def test_experts_print_a_time_estimate(tiny_npz, tmp_path, device):
     res = _run("experts", tiny_npz, "--num", "2", "--epochs", "3", "--batch", "16", "--out", str(tmp_path / "b"),
-               "--device", "cpu")
+               "--device", device)
     assert res.exit_code == 0, res.output
     line = next(ln for ln in res.stderr.splitlines() if ln.startswith("experts: the first epoch took"))
     assert "2 expert(s) × 3 epochs will take about" in line and "to shorten it" not in line
     res = _run("experts", tiny_npz, "--num", "2", "--epochs", "3", "--batch", "16", "--out", str(tmp_path / "b"),
-               "--device", "cpu")
+               "--device", device)
     assert res.exit_code == 0 and "first epoch took" not in res.stderr  # nothing left to train: no estimate
 
 

@@ -21,11 +21,11 @@ def test_expert_files_and_manifest(tiny_experts):
     assert len(buf) == 2 and buf.get(1, 2).shape == (manifest["param_count"],)
 
 
-def test_experts_resume_skips_complete_ones(tiny_npz, tiny_experts):
-    cfg = make_experts_config(dataset=tiny_npz, out=tiny_experts, num=2, epochs=2, batch=16, device="cpu")
+def test_experts_resume_skips_complete_ones(tiny_npz, tiny_experts, device):
+    cfg = make_experts_config(dataset=tiny_npz, out=tiny_experts, num=2, epochs=2, batch=16, device=device)
     result = train_experts(cfg)
     assert result.trained == [] and result.skipped == [0, 1]
-    bad = make_experts_config(dataset=tiny_npz, out=tiny_experts, num=2, epochs=3, batch=16, device="cpu")
+    bad = make_experts_config(dataset=tiny_npz, out=tiny_experts, num=2, epochs=3, batch=16, device=device)
     with pytest.raises(ConfigError, match="epochs"):
         train_experts(bad)
 

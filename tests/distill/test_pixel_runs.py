@@ -9,12 +9,17 @@ from safetensors import safe_open
 from gsdd_cli.distill import build_config, distill, run_paths
 from gsdd_cli.sets.gsdfile import load_gsd
 
-FAST = {"device": "cpu", "backend": "reference", "eval_epochs": 2, "param": "pixel"}
+FAST = {"eval_epochs": 2, "param": "pixel"}
 TM = {"syn_steps": 4, "batch_syn": 4, "expert_epochs": 1, "max_start_epoch": 1}
 
 
-def _cfg(dataset, out, **flags):
-    return build_config(dataset, flags={"ipc": 2, "out": str(out), **FAST, **flags})
+@pytest.fixture
+def fast(device, backend):
+    return {**FAST, "device": device, "backend": backend}  # GSDD_TEST_DEVICE (tests/conftest.py)
+
+
+def _cfg(dataset, out, fast, **flags):
+    return build_config(dataset, flags={"ipc": 2, "out": str(out), **fast, **flags})
 
 
 def _losses(cfg):
@@ -32,8 +37,8 @@ def _decreases(losses, k):
     ("dm", {"iterations": 10, "batch_real": 8}, 3),
     ("dc", {"iterations": 12, "batch_real": 8}, 4),
 ])
-def test_pixel_dm_dc_loss_goes_down(tiny_npz, tmp_path, algo, flags, k):
-    result, losses = _losses(_cfg(tiny_npz, tmp_path / f"{algo}.gsd", algo=algo, **flags))
+def test_pixel_dm_dc_loss_goes_down(tiny_npz, tmp_path, fast, algo, flags, k):
+    result, losses = _losses(_cfg(tiny_npz, tmp_path / f"{algo}.gsd", fast, algo=algo, **flags))
     ok, info = _decreases(losses, k)
     assert ok, info
     gsd = load_gsd(tmp_path / f"{algo}.gsd")
@@ -43,9 +48,9 @@ def test_pixel_dm_dc_loss_goes_down(tiny_npz, tmp_path, algo, flags, k):
     assert h.config["init_record"]["source"] == "real" and len(h.config["init_record"]["indices"]) == 8
 
 
-def test_pixel_tm_loss_goes_down_and_learns_lr(tiny_npz, tiny_experts, tmp_path):
+def test_pixel_tm_loss_goes_down_and_learns_lr(tiny_npz, tiny_experts, tmp_path, fast):
     out = tmp_path / "tm.gsd"
-    result, losses = _losses(_cfg(tiny_npz, out, algo="tm", buffers=tiny_experts, iterations=10, lr_img=100.0,
+    result, losses = _losses(_cfg(tiny_npz, out, fast, algo="tm", buffers=tiny_experts, iterations=10, lr_img=100.0,
                                   tm_memory="checkpoint", **TM))
     ok, info = _decreases(losses, 3)
     assert ok, info
@@ -59,12 +64,12 @@ def _tensors(path):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def _resume_matches(dataset, tmp_path, stop, **flags):
+def _resume_matches(dataset, tmp_path, fast, stop, **flags):
     full, part = tmp_path / "full.gsd", tmp_path / "part.gsd"
-    distill(_cfg(dataset, full, **flags))
-    r = distill(_cfg(dataset, part, **flags), stop_after=stop)
+    distill(_cfg(dataset, full, fast, **flags))
+    r = distill(_cfg(dataset, part, fast, **flags), stop_after=stop)
     assert r.interrupted and run_paths(part)["checkpoint"].exists()
-    distill(_cfg(dataset, part, **flags), resume=True)
+    distill(_cfg(dataset, part, fast, **flags), resume=True)
     (ta, ma), (tb, mb) = _tensors(full), _tensors(part)
     assert ta.keys() == tb.keys() == {"pixels", "labels"}
     for key in ta:
@@ -72,40 +77,40 @@ def _resume_matches(dataset, tmp_path, stop, **flags):
     return ma, mb
 
 
-def test_pixel_dm_resume_is_bit_identical(tiny_npz, tmp_path):
-    _resume_matches(tiny_npz, tmp_path, 2, algo="dm", iterations=4, batch_real=8)
+def test_pixel_dm_resume_is_bit_identical(tiny_npz, tmp_path, fast):
+    _resume_matches(tiny_npz, tmp_path, fast, 2, algo="dm", iterations=4, batch_real=8)
 
 
-def test_pixel_dc_resume_is_bit_identical(tiny_npz, tmp_path):
-    _resume_matches(tiny_npz, tmp_path, 2, algo="dc", iterations=3, batch_real=4, outer_loop=2, inner_loop=1)
+def test_pixel_dc_resume_is_bit_identical(tiny_npz, tmp_path, fast):
+    _resume_matches(tiny_npz, tmp_path, fast, 2, algo="dc", iterations=3, batch_real=4, outer_loop=2, inner_loop=1)
 
 
 @pytest.mark.parametrize("mode", ["full", "checkpoint"])
-def test_pixel_tm_resume_is_bit_identical(tiny_npz, tiny_experts, tmp_path, mode):
-    ma, mb = _resume_matches(tiny_npz, tmp_path, 2, algo="tm", buffers=tiny_experts, iterations=4, lr_img=100.0,
+def test_pixel_tm_resume_is_bit_identical(tiny_npz, tiny_experts, tmp_path, fast, mode):
+    ma, mb = _resume_matches(tiny_npz, tmp_path, fast, 2, algo="tm", buffers=tiny_experts, iterations=4, lr_img=100.0,
                              tm_memory=mode, **TM)
     assert json.loads(ma["syn_lr"]) == json.loads(mb["syn_lr"])
 
 
-def test_gaussian_tm_checkpoint_mode_resume_is_bit_identical(tiny_npz, tiny_experts, tmp_path):
+def test_gaussian_tm_checkpoint_mode_resume_is_bit_identical(tiny_npz, tiny_experts, tmp_path, fast):
     flags = dict(param="gaussian", ipc=1, gpc=4, init_steps=5, algo="tm", buffers=tiny_experts, iterations=3,
                  tm_memory="checkpoint", **TM)
     full, part = tmp_path / "full.gsd", tmp_path / "part.gsd"
-    distill(_cfg(tiny_npz, full, **flags))
-    distill(_cfg(tiny_npz, part, **flags), stop_after=1)
-    distill(_cfg(tiny_npz, part, **flags), resume=True)
+    distill(_cfg(tiny_npz, full, fast, **flags))
+    distill(_cfg(tiny_npz, part, fast, **flags), stop_after=1)
+    distill(_cfg(tiny_npz, part, fast, **flags), resume=True)
     (ta, _), (tb, _) = _tensors(full), _tensors(part)
     assert set(ta) == {"xy", "cholesky", "rgb", "opacity", "labels"}
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-def test_pixel_init_from_pixel_file_and_mismatch(tiny_npz, tmp_path):
+def test_pixel_init_from_pixel_file_and_mismatch(tiny_npz, tmp_path, fast):
     from gsdd_cli.core.errors import ConfigError
 
     first = tmp_path / "first.gsd"
-    distill(_cfg(tiny_npz, first, algo="dm", iterations=1, batch_real=4))
+    distill(_cfg(tiny_npz, first, fast, algo="dm", iterations=1, batch_real=4))
     again = tmp_path / "again.gsd"
-    r = distill(_cfg(tiny_npz, again, algo="dm", iterations=1, batch_real=4, init=str(first)))
+    r = distill(_cfg(tiny_npz, again, fast, algo="dm", iterations=1, batch_real=4, init=str(first)))
     assert r.init["source"] == str(first)
     with pytest.raises(ConfigError, match="is a pixel set"):
         build_config(tiny_npz, flags={"algo": "dm", "ipc": 2, "init": str(first), "out": "x.gsd"})

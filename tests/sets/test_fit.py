@@ -61,10 +61,10 @@ def test_select_init_indices():
         select_init_indices(labels, 3, 4)
 
 
-def test_init_cli_writes_header_and_psnr_table(tmp_path):
+def test_init_cli_writes_header_and_psnr_table(tmp_path, device, backend):
     out = tmp_path / "init.gsd"
     res = CliRunner().invoke(app, ["init", "digits", "--ipc", "1", "--steps", "15", "--out", str(out),
-                                   "--backend", "reference", "--device", "cpu", "-q"])
+                                   "--backend", backend, "--device", device, "-q"])
     assert res.exit_code == 0, res.output
     assert "PSNR" in res.output and "mean" in res.output
     with safe_open(str(out), framework="pt") as f:

@@ -106,7 +106,7 @@ def test_bad_pixel_files_are_refused(tmp_path, case, meta, tensors, message):
         load_gsd(path)
 
 
-def test_pixel_file_through_info_render_eval(tmp_path):
+def test_pixel_file_through_info_render_eval(tmp_path, device):
     path, px = _write(tmp_path)
     runner = CliRunner()
     r = runner.invoke(app, ["info", str(path), "--json"])
@@ -125,7 +125,7 @@ def test_pixel_file_through_info_render_eval(tmp_path):
     first = torch.from_numpy(np.asarray(Image.open(pngs[0]), dtype=np.float32))
     expect = px.render(scale=2)[0, 0].clamp(0, 1).mul(255).round()
     assert torch.equal(first, expect)
-    r = runner.invoke(app, ["eval", str(path), "--runs", "1", "--epochs", "2", "--device", "cpu", "--json", "-q"])
+    r = runner.invoke(app, ["eval", str(path), "--runs", "1", "--epochs", "2", "--device", device, "--json", "-q"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["num_train_images"] == 10 and 0 <= res["mean"] <= 1
