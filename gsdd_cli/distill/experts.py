@@ -10,6 +10,9 @@ Storage: one safetensors file per expert, ``expert_0000.safetensors`` … with o
 ``trajectory`` [epochs + 1, P] and string metadata, written atomically; plus ``manifest.json`` that
 records the settings. Re-running the same command skips experts whose file is complete (resume); a
 folder made with different settings is refused. Under ``torchrun`` rank r trains experts r, r + W, …
+``batch_experts`` K > 1 trains a rank's missing experts K at a time as one vmapped network
+(:mod:`gsdd_cli.distill.experts_batched`: same data order and augmentation); a group's files are
+written when the whole group has finished, so an interrupted group leaves no partial file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -27,27 +31,24 @@ from safetensors.torch import save as safetensors_bytes
 
 from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DivergenceError
-from gsdd_cli.core.options import flag_names
 from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
 from gsdd_cli.data.transforms import apply_in_batches, cache_stem
 from gsdd_cli.distill.common import (
     DistInfo,
     barrier,
-    derive_seed,
     init_distributed,
     rank_device,
-    seed_everything,
     shutdown_distributed,
 )
 from gsdd_cli.distill.config import DistillConfig
 from gsdd_cli.distill.experts_config import COMPAT_KEYS, ExpertsConfig, default_counts, make_experts_config  # noqa: F401
+from gsdd_cli.distill.experts_batched import batch_refusal, flat_params, train_batched, train_one
+from gsdd_cli.distill.experts_eta import LONG_RUN, format_duration, shorten_flags, time_estimate  # noqa: F401
 from gsdd_cli.distill.tensorboard import ExpertsBoard, check_tensorboard
-from gsdd_cli.evaluate import test_accuracy, train_epoch
 from gsdd_cli.models import get_model
 
 MANIFEST = "manifest.json"
-LONG_RUN = 30 * 60  # seconds: a longer estimate names the options that shorten it
 FORMAT = "gsdd-experts"
 FORMAT_VERSION = 1
 
@@ -76,10 +77,6 @@ class ExpertsResult:
 
 def expert_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"expert_{index:04d}.safetensors"
-
-
-def flat_params(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).float().cpu()
 
 
 def param_layout(net: torch.nn.Module) -> tuple[list[str], list[list[int]]]:
@@ -162,43 +159,6 @@ def read_manifest(folder: Path | str) -> dict:
     return m
 
 
-def format_duration(seconds: float) -> str:
-    """'45 s', '12 min', '3 h 10 min', '2 d 4 h'."""
-    s = int(round(seconds))
-    if s < 90:
-        return f"{s} s"
-    m = s // 60
-    if m < 90:
-        return f"{m} min"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h} h {m} min"
-    d, h = divmod(h, 24)
-    return f"{d} d {h} h"
-
-
-def shorten_flags(model: type, num: str, epochs: str) -> tuple[str, str]:
-    """The flags of ``model``'s fields for the number of experts and their epochs (for the hint)."""
-    return flag_names(num, model.model_fields[num])[0], flag_names(epochs, model.model_fields[epochs])[0]
-
-
-def time_estimate(first_epoch: float, experts: int, epochs: int, device: torch.device,
-                  shorten: tuple[str, str] | None = None) -> str:
-    """The line printed after the first measured epoch: how long all of this process's experts take
-    at that pace, and, past :data:`LONG_RUN` seconds, the options that shorten it (``shorten``: the
-    command's flags for the number of experts and their epochs)."""
-    shorten = shorten or shorten_flags(ExpertsConfig, "num", "epochs")
-    total = first_epoch * experts * epochs
-    line = (f"experts: the first epoch took {first_epoch:.2f} s on {device.type}; {experts} expert(s) × "
-            f"{epochs} epochs will take about {format_duration(total)}")
-    if total > LONG_RUN:
-        ways = [f"fewer experts ({shorten[0]})", f"fewer epochs ({shorten[1]})"]
-        if device.type == "cpu":
-            ways.append("a GPU (--device cuda)")
-        line += "; to shorten it: " + ", ".join(ways)
-    return line
-
-
 def train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | None = None, *,
                   shutdown: bool = True, notify: Callable[[str], None] | None = None,
                   shorten: tuple[str, str] | None = None) -> ExpertsResult:
@@ -269,49 +229,53 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
     test_y = ds.y_test.to(device)
     mine = list(range(info.rank, cfg.num, info.world))
     result = ExpertsResult(out=out)
-    timed = False  # the first trained epoch is timed for the estimate
-    for done, i in enumerate(mine):
-        path = expert_path(out, i)
-        ok, acc = _complete(path, cfg.epochs, count)
+    make_net = partial(get_model, cfg.model, ds.channels, ds.num_classes, ds.height, ds.width)
+    at_once = _at_once(cfg, make_net, (ds.channels, ds.height, ds.width), device, notify if info.is_main else None)
+    train = dict(seed=cfg.seed, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, momentum=cfg.momentum,
+                 weight_decay=cfg.weight_decay, dsa_strategy=cfg.dsa_strategy if cfg.dsa else None)
+    finished, group, timed = 0, [], False  # the first trained epoch is timed for the estimate
+    for pos, i in enumerate(mine):
+        ok, acc = _complete(expert_path(out, i), cfg.epochs, count)
         if ok:
+            finished += 1
             result.skipped.append(i)
             if acc is not None:
                 result.test_acc[i] = acc
             if on_step:
-                on_step(ExpertStep(i, done + 1, len(mine), 0, cfg.epochs, float("nan"), float("nan"), acc))
+                on_step(ExpertStep(i, finished, len(mine), 0, cfg.epochs, float("nan"), float("nan"), acc))
+        else:
+            group.append(i)
+        if not group or (len(group) < at_once and pos + 1 < len(mine)):
             continue
-        seed_everything(derive_seed(cfg.seed, "expert", i))
-        net = get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width).to(device)
-        net.train()
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        snapshots = [flat_params(net)]
-        for ep in range(cfg.epochs):
-            t_epoch = time.perf_counter()
-            train_loss, train_acc = train_epoch(net, opt, x, y, cfg.batch, cfg.dsa_strategy if cfg.dsa else None)
+
+        def on_epoch(ep: int, seconds: float, stats, group=tuple(group), pos=pos) -> None:
+            nonlocal finished, timed
             if notify is not None and info.is_main and not timed:
                 timed = True
-                todo = sum(1 for j in mine[done:] if not _complete(expert_path(out, j), cfg.epochs, count)[0])
-                notify(time_estimate(time.perf_counter() - t_epoch, todo, cfg.epochs, device, shorten))
-            snapshots.append(flat_params(net))
-            last = ep + 1 == cfg.epochs
-            acc = test_accuracy(net, test_x, test_y) if last and ds.has_test else None
-            if on_step:
-                on_step(ExpertStep(i, done + (1 if last else 0), len(mine), ep + 1, cfg.epochs,
-                                   train_loss, train_acc, acc, time.perf_counter() - t_epoch))
-        traj = torch.stack(snapshots).contiguous()
-        if not torch.isfinite(traj).all():
-            raise DivergenceError(f"expert {i} diverged (NaN/Inf parameters); the {len(result.trained)} expert(s) "
-                                  f"finished so far are kept in {out}",
+                todo = len(group) + sum(1 for j in mine[pos + 1:] if not _complete(expert_path(out, j), cfg.epochs,
+                                                                                   count)[0])
+                notify(time_estimate(seconds, todo, cfg.epochs, device, shorten, at_once=len(group)))
+            for j, (loss, train_acc, acc) in zip(group, stats):
+                finished += 1 if ep == cfg.epochs else 0
+                if on_step:
+                    on_step(ExpertStep(j, finished, len(mine), ep, cfg.epochs, loss, train_acc, acc, seconds))
+
+        if len(group) == 1:
+            outs = [train_one(group[0], make_net, x, y, test_x, test_y, on_epoch=on_epoch, **train)]
+        else:
+            outs = train_batched(group, make_net, x, y, test_x, test_y, on_epoch=on_epoch, **train)
+        bad = [j for j, (traj, _) in zip(group, outs) if not torch.isfinite(traj).all()]
+        for j, (traj, acc) in zip(group, outs):  # every finite expert is kept, even beside a diverged one
+            if j not in bad:
+                _save_expert(out, j, traj, acc, cfg, kind, count)
+                result.trained.append(j)
+                if acc is not None:  # None: the dataset has no test split
+                    result.test_acc[j] = float(acc)
+        if bad:
+            raise DivergenceError(f"expert {bad[0]} diverged (NaN/Inf parameters); the {len(result.trained)} "
+                                  f"expert(s) finished so far are kept in {out}",
                                   hint=f"re-run with a smaller --lr (now {cfg.lr:g}); finished experts are skipped")
-        md = {
-            "format": "gsdd-expert", "format_version": str(FORMAT_VERSION), "dataset": cfg.dataset,
-            "model": cfg.model, "transform": kind, "epochs": str(cfg.epochs), "index": str(i),
-            "seed": str(cfg.seed), "test_acc": f"{acc:.6f}" if acc is not None else "", "param_count": str(count),
-        }
-        atomic_write_bytes(path, safetensors_bytes({"trajectory": traj}, metadata=md))
-        result.trained.append(i)
-        if acc is not None:  # None: the dataset has no test split
-            result.test_acc[i] = float(acc)
+        group = []
     if info.enabled:  # every rank reports what it trained or skipped, so rank 0 can show all of it
         parts: list = [None] * info.world
         dist.all_gather_object(parts, (result.trained, result.skipped, result.test_acc))
@@ -326,6 +290,28 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
         shutdown_distributed(info)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _at_once(cfg: ExpertsConfig, make_net, shape, device: torch.device, notify) -> int:
+    """How many experts train at once: ``cfg.batch_experts``, or 1 (with a note) for a network that
+    cannot be batched."""
+    if cfg.batch_experts <= 1 or min(cfg.num, cfg.batch_experts) <= 1:
+        return 1
+    why = batch_refusal(make_net, shape, device)
+    if why is None:
+        return cfg.batch_experts
+    if notify is not None:
+        notify(f"experts: training one at a time, not {cfg.batch_experts} at once: {cfg.model} {why}")
+    return 1
+
+
+def _save_expert(out: Path, i: int, traj: torch.Tensor, acc, cfg: ExpertsConfig, kind: str, count: int) -> None:
+    md = {
+        "format": "gsdd-expert", "format_version": str(FORMAT_VERSION), "dataset": cfg.dataset,
+        "model": cfg.model, "transform": kind, "epochs": str(cfg.epochs), "index": str(i),
+        "seed": str(cfg.seed), "test_acc": f"{acc:.6f}" if acc is not None else "", "param_count": str(count),
+    }
+    atomic_write_bytes(expert_path(out, i), safetensors_bytes({"trajectory": traj}, metadata=md))
 
 
 def _count_files(folder: Path) -> int:

@@ -47,6 +47,11 @@ class ExpertsConfig(BaseModel):
         None, "zca, normalize or none (default: zca for CIFAR, else normalize).")
     dsa: bool = option(True, "DSA augmentation on every batch.")
     dsa_strategy: str = option(DSA_STRATEGY, "DSA op groups.", cli=False)
+    batch_experts: int = option(
+        1, "Experts trained at once as one batched network (torch.func.vmap over stacked parameters; the "
+        "same data order, augmentation and trajectories within float tolerance, K trajectories held in "
+        "memory). 1 is the default because on CPU it is the fastest (docs/distill.md); on a GPU raise it "
+        "and measure with bench/experts.py. Networks with BatchNorm train one at a time.", gt=0)
     seed: int = seed_option("Seed (expert i is seeded from (seed, i)).")
     device: str = device_option()
     data_dir: Optional[str] = data_dir_option()
