@@ -176,8 +176,8 @@ case "$PHASE" in
     A="$OUT/accuracy"; mkdir -p "$A"; rm -f "$A/plan.jsonl"
     if [ "$SMOKE" = 1 ]; then
       DS=digits; DD="--data-dir $WORK/data"
-      : "${DM_INIT_STEPS:=5}" "${DM_PROBE:=2}" "${DM_BUDGET:=4}" "${DM_CAP:=10}" "${DM_FLAGS:=--batch-real 16}"
-      : "${TM_EXPERTS:=1}" "${TM_EXPERT_EPOCHS:=2}" "${TM_INIT_STEPS:=5}" "${TM_PROBE:=2}" "${TM_BUDGET:=4}"
+      : "${DM_INIT_STEPS:=5}" "${DM_PROBE:=2}" "${DM_BUDGET:=8}" "${DM_CAP:=10}" "${DM_FLAGS:=--batch-real 16}"
+      : "${TM_EXPERTS:=1}" "${TM_EXPERT_EPOCHS:=2}" "${TM_INIT_STEPS:=5}" "${TM_PROBE:=2}" "${TM_BUDGET:=8}"
       : "${TM_CAP:=10}" "${TM_FLAGS:=--syn-steps 4 --batch-syn 10 --expert-epochs 1 --max-start-epoch 1}"
       : "${EVAL_EPOCHS:=2}" "${EVAL_RUNS:=1}" "${ACCURACY_SECONDS:=240}"
     else
