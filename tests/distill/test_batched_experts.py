@@ -47,10 +47,10 @@ def small_npz(tmp_path_factory):
     return str(path)
 
 
-def _cfg(npz, out, **kw):
+def _cfg(npz, out, device, **kw):
     # TM's expert schedule: ExpertsConfig's defaults (SGD lr 0.01, no momentum, no decay, no lr decay,
     # full DSA); a batch of 16 gives 3 steps per epoch, the last one partial (40 = 16 + 16 + 8)
-    return make_experts_config(dataset=npz, out=str(out), **{"num": 3, "epochs": 3, "batch": 16, "device": "cpu",
+    return make_experts_config(dataset=npz, out=str(out), **{"num": 3, "epochs": 3, "batch": 16, "device": device,
                                                               **kw})
 
 
@@ -59,10 +59,10 @@ def _traj(folder, i):
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(small_npz, tmp_path_factory):
+def one_at_a_time(small_npz, tmp_path_factory, device):
     out = tmp_path_factory.mktemp("bexp") / "seq"
     steps = []
-    train_experts(_cfg(small_npz, out), steps.append)
+    train_experts(_cfg(small_npz, out, device), steps.append)
     return out, steps
 
 
@@ -86,10 +86,10 @@ def test_float64_batched_equals_one_at_a_time_with_dsa():
     assert float((batched[0][0] - batched[1][0]).abs().max()) > 1e3 * ATOL_F64  # experts really differ
 
 
-def test_float32_files_equal_one_at_a_time(small_npz, tmp_path, one_at_a_time):
+def test_float32_files_equal_one_at_a_time(small_npz, tmp_path, one_at_a_time, device):
     seq, seq_steps = one_at_a_time
     steps = []
-    result = train_experts(_cfg(small_npz, tmp_path / "bat", batch_experts=3), steps.append)
+    result = train_experts(_cfg(small_npz, tmp_path / "bat", device, batch_experts=3), steps.append)
     assert result.trained == [0, 1, 2]
     for i in range(3):
         a, b = _traj(seq, i), _traj(tmp_path / "bat", i)
@@ -108,11 +108,11 @@ def test_float32_files_equal_one_at_a_time(small_npz, tmp_path, one_at_a_time):
     assert {k: v for k, v in seq_m.items()} == {k: v for k, v in bat_m.items()}
 
 
-def test_interrupted_batch_leaves_no_partial_file_and_resumes(small_npz, tmp_path, one_at_a_time):
+def test_interrupted_batch_leaves_no_partial_file_and_resumes(small_npz, tmp_path, one_at_a_time, device):
     """4 experts, 2 at a time: Ctrl-C in the second group's second epoch keeps the first group's
     files only; the next run skips them and trains the rest to the one-at-a-time trajectories."""
     out = tmp_path / "int"
-    cfg = _cfg(small_npz, out, num=4, batch_experts=2)
+    cfg = _cfg(small_npz, out, device, num=4, batch_experts=2)
 
     def stop(s):
         if s.expert >= 2 and s.epoch == 2:
@@ -131,12 +131,12 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(small_npz, tmp_pat
     assert len(ExpertBuffers(out)) == 4
 
 
-def test_unbatchable_network_trains_one_at_a_time_with_a_note(small_npz, tmp_path):
+def test_unbatchable_network_trains_one_at_a_time_with_a_note(small_npz, tmp_path, device):
     assert batch_refusal(lambda: get_model("convnet", 3, 4, 8, 8), (3, 8, 8), torch.device("cpu")) is None
     why = batch_refusal(lambda: get_model("resnet18bn", 3, 4, 8, 8), (3, 8, 8), torch.device("cpu"))
     assert why and "BatchNorm" in why
     notes = []
-    cfg = _cfg(small_npz, tmp_path / "bn", model="resnet18bn", num=2, epochs=1, batch_experts=2)
+    cfg = _cfg(small_npz, tmp_path / "bn", device, model="resnet18bn", num=2, epochs=1, batch_experts=2)
     result = train_experts(cfg, notify=notes.append)
     assert result.trained == [0, 1]
     assert [n for n in notes if "one at a time" in n] == [
@@ -154,10 +154,11 @@ def test_batch_experts_option_is_validated(small_npz, tmp_path):
     from gsdd_cli.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="batch_experts|batch-experts"):
-        _cfg(small_npz, tmp_path / "x", batch_experts=0)
+        _cfg(small_npz, tmp_path / "x", "cpu", batch_experts=0)
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_only(reason="two ranks share one machine through gloo; NCCL needs a GPU per rank")
 def test_torchrun_two_ranks_batched_equal_one_at_a_time(small_npz, tmp_path, one_at_a_time):
     """Rank r trains experts r, r + 2 (as one batch of 2); the files match the one-process run."""
     out = tmp_path / "ddp"
