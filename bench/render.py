@@ -16,7 +16,8 @@ and ImageNet-subset IPC10 budgets) on one device (cpu or cuda):
 3. **siren**: B independent SIREN MLPs 2 → h → h → C with sin(30·) on the hidden layers, evaluated
    at every pixel with batched matmuls (eager PyTorch, fp32, TF32 off), h the widest whose
    parameters (2 bytes each, as bf16) fit the Gaussians' bytes N·(6+C)·2 — the decoder of the
-   paper's Figure 5 comparison;
+   paper's Figure 5 comparison. Above ``--siren-max-bytes`` of activations it runs in image chunks,
+   the forward+backward back-propagating each chunk before the next (memory bounded both ways);
 4. peak memory of one call above what was allocated before it: ``torch.cuda.max_memory_allocated``
    on a GPU; on CPU the peak resident set (VmHWM after resetting it through /proc/self/clear_refs,
    minus VmRSS before the call, after malloc_trim) — RSS deltas, so allocator caching makes them
@@ -134,18 +135,48 @@ def peak_memory(fn, device):
 
 
 # ------------------------------------------------------------------------------ measuring ---
-def measure(render, params, v_out, device, reps, warmup):
-    """Forward (no autograd) and forward+backward (one forward with autograd, one backward)."""
+def image_spans(num_images, chunk=None):
+    """[(start, stop)] image ranges of at most ``chunk`` images (one range without a chunk)."""
+    chunk = num_images if chunk is None else max(1, min(int(chunk), num_images))
+    return [(i, min(i + chunk, num_images)) for i in range(0, num_images, chunk)]
+
+
+def chunked_grads(render, params, v_out, spans):
+    """Gradients of <render(params), v_out> computed chunk by chunk: each chunk is back-propagated
+    before the next one is rendered, so one chunk's activations are alive at a time."""
+    grads = [[] for _ in params]
+    for a, b in spans:
+        part = [p[a:b].detach().requires_grad_(True) for p in params]
+        out = render(*part)
+        for acc, g in zip(grads, torch.autograd.grad(out, part, v_out[a:b])):
+            acc.append(g)
+        del out, part
+    return [torch.cat(g, 0) for g in grads]
+
+
+def measure(render, params, v_out, device, reps, warmup, chunk=None):
+    """Forward (no autograd) and forward+backward (one forward with autograd, one backward).
+
+    With ``chunk`` (images per chunk; the parameters' first dimension is the image), both run chunk
+    by chunk: the forward concatenates the chunks' outputs, and the forward+backward back-propagates
+    each chunk before the next one starts, so only one chunk's activations are alive at a time (the
+    images are independent, so the gradients are those of the whole batch, concatenated).
+    """
+    spans = image_spans(v_out.shape[0], chunk)
 
     def fwd():
         with torch.no_grad():
-            return render(*params)
+            if len(spans) == 1:
+                return render(*params)
+            return torch.cat([render(*(p[a:b] for p in params)) for a, b in spans], 0)
 
     leaves = [p.detach().requires_grad_(True) for p in params]
 
     def fwd_bwd():
-        out = render(*leaves)
-        return torch.autograd.grad(out, leaves, v_out)
+        if len(spans) == 1:
+            out = render(*leaves)
+            return torch.autograd.grad(out, leaves, v_out)
+        return chunked_grads(render, params, v_out, spans)
 
     return {
         "fwd_ms": time_fn(fwd, device, reps, warmup),
@@ -222,18 +253,6 @@ class BatchedSiren:
         return x.transpose(1, 2).reshape(-1, self.c, self.h, self.w)
 
 
-def chunked(render, num_images, chunk):
-    """Apply render on image chunks (keeps dense baselines within memory); same math."""
-    if chunk >= num_images:
-        return render
-
-    def run(*params):
-        outs = [render(*(p[i : i + chunk] for p in params)) for i in range(0, num_images, chunk)]
-        return torch.cat(outs, 0)
-
-    return run
-
-
 # ------------------------------------------------------------------------------------ main ---
 def run_setting(name, args, device):
     num_images, n, height, width, channels, what = SETTINGS[name]
@@ -290,8 +309,7 @@ def run_setting(name, args, device):
     act_bytes = num_images * height * width * hidden * 4 * 6  # ~6 live [B, HW, h] fp32 tensors in bwd
     chunk = max(1, int(num_images * args.siren_max_bytes / max(act_bytes, 1)))
     try:
-        res["siren"] = rates(measure(chunked(siren, num_images, chunk), siren.params, v_out, device, reps, warm),
-                             num_images)
+        res["siren"] = rates(measure(siren, siren.params, v_out, device, reps, warm, chunk=chunk), num_images)
         res["siren"].update({
             "label": f"DDiF-style SIREN decoder, eager PyTorch fp32 (TF32 off), 2-{hidden}-{hidden}-{channels}, "
                      f"sin(30x), {siren_params(hidden, channels)} params/image (budget {budget})",
@@ -336,11 +354,14 @@ def main(argv=None):
                     help="time the reference on a prefix of images above this many Gaussian-sample evaluations")
     ap.add_argument("--check-images", type=int, default=256,
                     help="images compared with the reference before timing (a prefix)")
-    ap.add_argument("--siren-max-bytes", type=float, default=8e9,
-                    help="SIREN activation budget; images are processed in chunks above it")
+    ap.add_argument("--siren-max-bytes", type=float, default=None,
+                    help="SIREN activation budget (default 8e9 on cuda, 2e9 on cpu); above it the forward and "
+                         "the backward run in image chunks, one chunk's activations alive at a time")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON document here (after every setting)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if args.siren_max_bytes is None:
+        args.siren_max_bytes = 8e9 if device.type == "cuda" else 2e9
     if args.settings is None:
         names = PAPER if device.type == "cuda" else CPU_DEFAULT
     elif args.settings == "paper":

@@ -24,6 +24,7 @@ from gsdd_cli.data.sources import (
     npz_info,
 )
 from gsdd_cli.core.errors import DataError
+from gsdd_cli.data import imagenet1k as _imagenet1k  # noqa: F401  (registers "imagenet1k")
 
 ZCA_DATASETS = ("cifar10", "cifar100")
 

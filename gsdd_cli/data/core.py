@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from gsdd_cli.core.errors import DataError
+from gsdd_cli.data.streaming import ImageFiles
 
 DEFAULT_DATA_DIR = Path("~/.cache/gsdd/data")
 PIXEL_TOLERANCE = 1e-6  # float pixels may overshoot [0, 1] by rounding error this small
@@ -81,6 +82,8 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """sha256 (hex, 16 chars) of the training images and labels; computed once per object."""
+        if self._fingerprint is None and self.streamed:
+            self._fingerprint = self.x_train.fingerprint(self.y_train)
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(str(tuple(self.x_train.shape)).encode())
@@ -88,6 +91,11 @@ class Dataset:
             h.update(np.ascontiguousarray(self.y_train.numpy()).data)
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read from disk on demand (:class:`~gsdd_cli.data.streaming.ImageFiles`)."""
+        return isinstance(self.x_train, ImageFiles)
 
     @property
     def has_test(self) -> bool:
@@ -115,6 +123,7 @@ class Dataset:
             "test": int(self.x_test.shape[0]),
             "default_transform": self.default_transform,
             "source": self.source,
+            **({"streamed": True} if self.streamed else {}),
         }
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from gsdd_cli.core.errors import ConfigError, DataError, FileSystemError
 from gsdd_cli.core.outputs import atomic_write_bytes
+from gsdd_cli.data.streaming import ImageFiles, StreamedTransformed, require_in_memory
 
 TRANSFORM_KINDS = ("zca", "normalize", "none")
 ZCA_EPS = 0.1
@@ -163,6 +164,7 @@ def zca_cache_path(dataset, eps: float = ZCA_EPS) -> Path | None:
 
 def fit_zca(dataset, eps: float = ZCA_EPS, cache: bool = True, device=None) -> ZCATransform:
     """The dataset's ZCA transform: from memory, else the disk cache, else fitted (and cached)."""
+    require_in_memory(dataset.x_train, "the ZCA whitening (fitted on every training image)")
     key = (dataset.name, int(dataset.x_train.shape[0]), dataset.fingerprint(), float(eps))
     with _LOCK:
         if key in _ZCA_MEMORY:
@@ -248,9 +250,18 @@ def transform_from_record(kind: str, params: Mapping[str, Any] | None, dataset: 
 
 
 def apply_in_batches(transform: Transform, x: torch.Tensor, device: torch.device | str,
-                     batch: int = 2048) -> torch.Tensor:
-    """Transform a large pixel-space tensor chunk by chunk on ``device`` (no autograd)."""
+                     batch: int = 2048, *, stream: bool = False, what: str = "this step") -> torch.Tensor:
+    """Transform a large pixel-space tensor chunk by chunk on ``device`` (no autograd).
+
+    Images read from disk on demand (:class:`~gsdd_cli.data.streaming.ImageFiles`) are refused with
+    one line naming ``what`` — unless ``stream``: then the result is a lazy view whose sequential
+    slices are decoded by DataLoader workers and transformed as they are taken (test sets).
+    """
     transform = transform.to(device)
+    if isinstance(x, ImageFiles):
+        if stream:
+            return StreamedTransformed(transform, x, device)
+        require_in_memory(x, what)
     out = []
     with torch.no_grad():
         for s in range(0, x.shape[0], batch):

@@ -33,6 +33,7 @@ from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.errors import ConfigError, DivergenceError
 from gsdd_cli.core.outputs import atomic_write_bytes, atomic_write_json, check_output_dir, make_dirs, remove_quietly
 from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.streaming import require_in_memory
 from gsdd_cli.data.transforms import apply_in_batches, cache_stem
 from gsdd_cli.distill.common import (
     DistInfo,
@@ -201,6 +202,7 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
     device = rank_device(resolve_device(cfg.device), info)
     out = Path(cfg.out)
     ds = load_dataset(cfg.dataset, cfg.data_dir)
+    require_in_memory(ds.x_train, "expert training")
     kind = cfg.transform or default_transform_kind(ds.name, "tm")
     tf = make_transform(ds, kind)
     probe = get_model(cfg.model, ds.channels, ds.num_classes, ds.height, ds.width)
@@ -223,7 +225,7 @@ def _train_experts(cfg: ExpertsConfig, on_step: Callable[[ExpertStep], None] | N
         _write_json(out / MANIFEST, manifest)
     barrier(info)
 
-    x = apply_in_batches(tf, ds.x_train, device)
+    x = apply_in_batches(tf, ds.x_train, device, what="expert training")
     y = ds.y_train.to(device)
     test_x = apply_in_batches(tf, ds.x_test, device) if ds.has_test else None
     test_y = ds.y_test.to(device)

@@ -44,6 +44,7 @@ from gsdd_cli.core.outputs import (
     remove_quietly,
 )
 from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
+from gsdd_cli.data.streaming import require_in_memory
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
 from gsdd_cli.distill.common import (
@@ -175,6 +176,8 @@ def _run(
     dinfo = init_distributed(cfg.device)
     device = rank_device(resolve_device(cfg.device), dinfo)
     ds = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.algo in ("dm", "dc"):  # they match against real batches drawn from every training image
+        require_in_memory(ds.x_train, f"--algo {cfg.algo}")
     if cfg.eval_every:
         ds.require_test("--eval-every")
     kind = cfg.transform or default_transform_kind(ds.name, cfg.algo)
@@ -401,7 +404,7 @@ class _Evaluator:
 
     def __init__(self, ctx: Context, ds, method):
         self.ctx, self.method = ctx, method
-        self.test_x = apply_in_batches(ctx.transform, ds.x_test, ctx.device)
+        self.test_x = apply_in_batches(ctx.transform, ds.x_test, ctx.device, stream=True)
         self.test_y = ds.y_test.to(ctx.device)
 
     def __call__(self, iteration: int) -> dict:

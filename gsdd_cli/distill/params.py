@@ -153,7 +153,8 @@ def make_context(cfg: DistillConfig, device: torch.device, images: SyntheticImag
 def attach_real_data(ctx, ds) -> None:
     """DM and DC: the real training images in network space and their per-class indices."""
     if ctx.cfg.algo in ("dm", "dc"):
-        ctx.real_x = apply_in_batches(ctx.transform, ds.x_train, ctx.device)
+        ctx.real_x = apply_in_batches(ctx.transform, ds.x_train, ctx.device,
+                                      what="distribution/gradient matching (real batches from every training image)")
         ctx.real_y = ds.y_train
         ctx.class_index = [ds.indices_of_class(c) for c in range(ds.num_classes)]
 

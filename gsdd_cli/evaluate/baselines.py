@@ -97,11 +97,11 @@ def evaluate_baseline(
         def draw(run: int) -> tuple[torch.Tensor, torch.Tensor]:
             return apply_in_batches(tf, ds.x_train[picks[run]], dev), ds.y_train[picks[run]].to(dev)
     else:
-        x_full, y_full = apply_in_batches(tf, ds.x_train, dev), ds.y_train.to(dev)
+        x_full, y_full = apply_in_batches(tf, ds.x_train, dev, what="--full (training on the whole training set)"), ds.y_train.to(dev)
 
         def draw(run: int) -> tuple[torch.Tensor, torch.Tensor]:
             return x_full, y_full
-    test_x = apply_in_batches(tf, ds.x_test, dev)
+    test_x = apply_in_batches(tf, ds.x_test, dev, stream=True)
     board = EvalBoard(cfg.tensorboard)  # under evaluate_set's comparisons: None (its board writes them)
     try:
         res = run_protocol(draw, test_x, ds.y_test, cfg, st, ds.num_classes, board.hook(on_step, kind), None, meta)

@@ -122,7 +122,7 @@ def _evaluate_file(
     ds.require_test("gsdd eval")
     pixels = render(dev)
     x_syn = apply_in_batches(tf, pixels, pixels.device)
-    test_x = apply_in_batches(tf, ds.x_test, dev)
+    test_x = apply_in_batches(tf, ds.x_test, dev, stream=True)
     meta = {
         "dataset": ds.name, "source": str(path) if path else "", "transform": h.transform,
         "ipc": h.ipc, "gpc": h.gpc, "points_per_image": getattr(h, "points_per_image", None), "syn_lr": h.syn_lr,

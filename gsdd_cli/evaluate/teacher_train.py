@@ -105,7 +105,7 @@ def train_teacher(cfg: TeacherConfig, on_step: Callable[[TeacherStep], None] | N
     dev = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     tf = make_transform(ds, cfg.transform)
-    x = apply_in_batches(tf, ds.x_train, dev)
+    x = apply_in_batches(tf, ds.x_train, dev, what="gsdd teacher (it trains on every training image)")
     y = ds.y_train.to(dev)
     fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gsdd_cli.data.augment import dsa
+from gsdd_cli.data.streaming import is_streamed
 from gsdd_cli.evaluate.config import EvalConfig
 from gsdd_cli.evaluate.metrics import mean_std
 from gsdd_cli.evaluate.results import EvalResult, EvalStep
@@ -123,10 +124,11 @@ def run_protocol(
 ) -> EvalResult:
     """Train ``st.runs`` networks, run r on ``draw(r)`` (network-space images and labels on the device)."""
     dev = torch.device(st.device)
-    test_x = test_x.detach().to(dev, torch.float32)
     test_y = test_y.detach().to(dev, torch.long)
-    if dev.type == "cpu" and test_x.dim() == 4:
-        test_x = test_x.contiguous(memory_format=torch.channels_last)
+    if not is_streamed(test_x):  # a streamed test set is decoded and moved batch by batch
+        test_x = test_x.detach().to(dev, torch.float32)
+        if dev.type == "cpu" and test_x.dim() == 4:
+            test_x = test_x.contiguous(memory_format=torch.channels_last)
     finals, bests, best_eps, secs = [], [], [], []
     num_train = 0
     t0 = time.perf_counter()
