@@ -24,7 +24,8 @@ from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.distill.common import Context, DistInfo
 from gsdd_cli.distill.config import PIXEL_MOMENTUM, DistillConfig
-from gsdd_cli.sets.fit import FitConfig, init_from_dataset, select_init_indices
+from gsdd_cli.sets.fit import FitConfig, select_init_indices
+from gsdd_cli.sets.init_run import init_from_dataset
 from gsdd_cli.sets.gaussians import GaussianImages
 from gsdd_cli.sets.gsdfile import load_gsd
 from gsdd_cli.sets.pixels import PixelImages

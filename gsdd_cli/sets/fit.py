@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from gsdd_cli.core.distributed import derive_seed
 from gsdd_cli.core.errors import BudgetError, DataError
-from gsdd_cli.sets.budget import make_plan, recommended_gpc
 from gsdd_cli.sets.gaussians import GaussianImages
 
 DEFAULT_INIT_STEPS = 50_000
@@ -80,16 +80,28 @@ def psnr_per_image(images: GaussianImages, targets: torch.Tensor, backend: str =
 
 def random_start(
     num_images: int, points: int, channels: int, height: int, width: int, labels: torch.Tensor,
-    *, seed: int = 0, quantize: bool = True, antialias: bool = True,
+    *, seed: int = 0, quantize: bool = True, antialias: bool = True, slots: torch.Tensor | None = None,
 ) -> GaussianImages:
-    """docs/method.md §4 start point for ``num_images`` images (any labels), drawn from a seeded generator."""
-    gen = torch.Generator().manual_seed(int(seed))
+    """docs/method.md §4 start point for ``num_images`` images (any labels).
+
+    Image j is drawn from its own generator, seeded by (``seed``, ``slots[j]``) — its slot in the
+    whole set (default j) — so an image starts the same whether it is fitted alone, in a chunk or on
+    another rank.
+    """
+    slots = torch.arange(num_images) if slots is None else slots.reshape(-1).cpu()
+    if slots.numel() != num_images:
+        raise DataError(f"{slots.numel()} slot ids for {num_images} images")
+    xy = torch.empty(num_images, points, 2)
+    chol = torch.empty(num_images, points, 3)
+    rgb = torch.empty(num_images, points, channels)
+    for j, slot in enumerate(slots.tolist()):
+        gen = torch.Generator().manual_seed(derive_seed(int(seed), "start", int(slot)))
+        xy[j] = torch.rand(points, 2, generator=gen) * 2 - 1
+        chol[j] = torch.rand(points, 3, generator=gen)
+        rgb[j] = torch.rand(points, channels, generator=gen)
     total = num_images * points
-    xy = torch.rand(total, 2, generator=gen) * 2 - 1
-    chol = torch.rand(total, 3, generator=gen)
-    rgb = torch.rand(total, channels, generator=gen)
-    opacity = torch.ones(total, 1)
-    return GaussianImages(xy, chol, rgb, opacity, labels, height, width, quantize=quantize, antialias=antialias)
+    return GaussianImages(xy.view(total, 2), chol.view(total, 3), rgb.view(total, channels), torch.ones(total, 1),
+                          labels, height, width, quantize=quantize, antialias=antialias)
 
 
 def fit_gaussians(
@@ -100,11 +112,15 @@ def fit_gaussians(
     *,
     labels: torch.Tensor | None = None,  # [G]; default 0..G-1
     start: GaussianImages | None = None,
+    slots: torch.Tensor | None = None,  # [G] each image's slot in the whole set (its start seed)
 ) -> GaussianImages:
     """Fit G Gaussian images of ``points`` Gaussians each to ``targets`` (docs/method.md §4).
 
     Runs on ``targets.device``. Returns the fitted images (fp32 masters); ``start`` continues from
-    given parameters instead of the random start point.
+    given parameters instead of the random start point. The loss is the sum over images of each
+    image's mean squared error, so an image's gradients — and, with Adam being element-wise, its
+    whole fit — do not depend on which other images share the batch: fitting in chunks or on
+    several ranks gives the same images.
     """
     cfg = cfg or FitConfig()
     if targets.dim() != 4:
@@ -117,7 +133,7 @@ def fit_gaussians(
         labels = torch.arange(g)
     if start is None:
         images = random_start(g, points, c, h, w, labels.cpu(), seed=cfg.seed,
-                              quantize=cfg.quantize, antialias=cfg.antialias).to(device)
+                              quantize=cfg.quantize, antialias=cfg.antialias, slots=slots).to(device)
     else:
         images = start.to(device)
     lr = cfg.lr if cfg.lr is not None else default_init_lr(h, w)
@@ -133,14 +149,14 @@ def fit_gaussians(
     for step in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
         rendered = images.render(backend=cfg.backend)
-        loss = torch.nn.functional.mse_loss(rendered, targets)
+        loss = (rendered - targets).pow(2).flatten(1).mean(1).sum()
         loss.backward()
         opt.step()
         sched.step()
         images.clip_positions_()
         done = step + 1
         if on_step is not None and (done % cfg.report_every == 0 or done == cfg.steps or done == 1):
-            mse = float(loss.detach())
+            mse = float(loss.detach()) / max(1, g)
             on_step(FitStep(done, cfg.steps, mse, float(psnr_from_mse(mse)), time.perf_counter() - t0))
     return images
 
@@ -170,69 +186,11 @@ def select_init_indices(
     return torch.cat(chosen)
 
 
-@dataclass
-class InitResult:
-    images: GaussianImages
-    indices: torch.Tensor  # [G] training-set indices of the targets (class-major)
-    psnr: torch.Tensor  # [G] per-image PSNR (dB)
-    psnr_per_class: list[float]
-    plan: object  # budget.Plan
-    seconds: float
-    config: dict = field(default_factory=dict)
-
-
-def init_from_dataset(
-    dataset,
-    ipc: int,
-    *,
-    gpc: int | None = None,
-    points: int | None = None,
-    cfg: FitConfig | None = None,
-    seed: int = 0,
-    first: bool = False,
-    device: torch.device | str = "cpu",
-    on_step: Callable[[FitStep], None] | None = None,
-    algorithm: str = "tm",
-) -> InitResult:
-    """Choose the budget plan and the target images, then fit (the whole of `gsdd init`).
-
-    Without ``gpc``/``points`` the budget module's recommendation for ``algorithm`` is used.
-    ``seed`` drives both the image choice and the random start point (unless ``cfg.seed`` differs).
-    """
-    k, c, h, w = dataset.num_classes, dataset.channels, dataset.height, dataset.width
-    if gpc is None and points is None:
-        gpc = recommended_gpc(ipc, h, w, c, k, algorithm)
-    plan = make_plan(ipc, h, w, c, k, gpc=gpc, points=None if gpc is not None else points)
-    cfg = cfg or FitConfig(seed=seed)
-    indices = select_init_indices(dataset.y_train, k, plan.gpc, seed=seed, first=first)
-    targets = dataset.x_train[indices].to(device)
-    labels = torch.arange(k).repeat_interleave(plan.gpc)
-    t0 = time.perf_counter()
-    images = fit_gaussians(targets, plan.points, cfg, on_step, labels=labels)
-    seconds = time.perf_counter() - t0
-    psnr = psnr_per_image(images, targets, backend=cfg.backend)
-    per_class = psnr.view(k, plan.gpc).mean(1).tolist()
-    config = {
-        "init": {
-            **cfg.model_dump(),
-            "lr": cfg.lr if cfg.lr is not None else default_init_lr(h, w),
-            "selection": "first" if first else "random",
-            "selection_seed": seed,
-            "indices": indices.tolist(),
-            "psnr_mean": float(psnr.mean()),
-        },
-        "budget": plan.to_dict(),
-    }
-    return InitResult(images, indices, psnr, per_class, plan, seconds, config)
-
-
 __all__ = [
     "FitConfig",
     "FitStep",
-    "InitResult",
     "default_init_lr",
     "fit_gaussians",
-    "init_from_dataset",
     "psnr_from_mse",
     "psnr_per_image",
     "random_start",

@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.distributed import init_distributed, rank_device, shutdown_distributed
 from gsdd_cli.core.errors import DivergenceError
 from gsdd_cli.core.options import (
     backend_option,
@@ -21,7 +22,8 @@ from gsdd_cli.core.options import (
 from gsdd_cli.core.outputs import check_output_file
 from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
 from gsdd_cli.core.algorithms import ALGORITHMS
-from gsdd_cli.sets.fit import DEFAULT_INIT_STEPS, FitConfig, FitStep, InitResult, init_from_dataset
+from gsdd_cli.sets.fit import DEFAULT_INIT_STEPS, FitConfig, FitStep
+from gsdd_cli.sets.init_run import InitResult, init_from_dataset, parts_dir, remove_parts
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
 from gsdd_cuda import BACKENDS, resolve_backend
 
@@ -49,6 +51,9 @@ class InitConfig(BaseModel):
     device: str = device_option()
     data_dir: Optional[str] = data_dir_option()
     backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
+    resume: bool = option(False, "Keep the units of classes a killed run finished (OUT.parts/) and fit only the rest.")
+    max_images: Optional[int] = option(None, "Images fitted at once (a unit of whole classes; default ~2 GiB of "
+                                       "targets). The result does not depend on it.", gt=0)
 
     _finite = field_validator("lr")(finite)
 
@@ -77,29 +82,48 @@ class InitReport:
         }
 
 
-def init_set(cfg: InitConfig, on_step: Callable[[FitStep], None] | None = None) -> InitReport:
+def init_set(cfg: InitConfig, on_step: Callable[[FitStep], None] | None = None) -> InitReport | None:
     """Fit GPC Gaussian images per class to real training images (docs/method.md §4) and save them.
 
     Everything is checked (device, renderer, output path) before the dataset is read; a fit that
-    diverges writes nothing.
+    diverges writes nothing. Under torchrun the units of classes are split across the ranks (the
+    file is the same for any number of ranks); rank 0 writes it and returns the report, the other
+    ranks return None. Finished units wait in ``OUT.parts/`` until the file is written.
     """
     dev = resolve_device(cfg.device)
     resolve_backend(cfg.backend, dev)  # an unknown or unavailable renderer fails before any work
     check_output_file(cfg.out, "--out", {"DATASET": dataset_path(cfg.dataset)})
+    info = init_distributed(cfg.device)
+    try:
+        report = _init(cfg, rank_device(dev, info), info, on_step)
+    except BaseException:
+        shutdown_distributed(info, wait=False)
+        raise
+    shutdown_distributed(info)
+    return report
+
+
+def _init(cfg: InitConfig, dev, info, on_step) -> InitReport | None:
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     fit = FitConfig(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, backend=cfg.backend)
+    parts = parts_dir(cfg.out)
     r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit, seed=cfg.seed, first=cfg.first,
-                          device=dev, on_step=on_step, algorithm=cfg.algo)
+                          device=dev, on_step=on_step, algorithm=cfg.algo, info=info, max_images=cfg.max_images,
+                          parts=parts, resume=cfg.resume)
+    if r.images is None:  # not rank 0: its units went to rank 0
+        remove_parts(parts, info)
+        return None
     if r.images.first_nonfinite() is not None:
         raise DivergenceError(f"the fit diverged (NaN or Inf parameters) with lr {r.config['init']['lr']:g}; "
                               f"nothing was written", hint="run again with a lower --lr")
     kind = default_transform_kind(ds.name, cfg.algo)
     header = make_header(
         r.images, dataset=cfg.dataset, class_names=list(ds.class_names), ipc=cfg.ipc, transform=kind,
-        transform_params=make_transform(ds, kind).describe(), algorithm="init",
-        config={**r.config, "seconds": round(r.seconds, 3), "for_algorithm": cfg.algo},
+        transform_params=make_transform(ds, kind).describe(),
+        algorithm="init", config={**r.config, "seconds": round(r.seconds, 3), "for_algorithm": cfg.algo},
     )
     save_gsd(cfg.out, r.images, header)
+    remove_parts(parts, info)
     return InitReport(r, list(ds.class_names), r.images.payload_bytes())
 
 

@@ -16,15 +16,22 @@ from gsdd_cli.sets.initialize import InitConfig, init_set
 def init(cfg: InitConfig, flags: OutputFlags) -> None:
     """Fit GPC Gaussian images per class to real training images (docs/method.md §4) and save them.
 
-    All images are fitted jointly (MSE, Adam per attribute group, StepLR on positions).
+    Each image minimises its own MSE (Adam per attribute group, StepLR on positions), in units of
+    whole classes of at most --max-images images; under torchrun the units are split across the
+    ranks and the file is the same for any number of ranks. Finished units wait in OUT.parts/:
+    after a crash or Ctrl-C, the same command with --resume fits only the rest.
 
     Examples:
       gsdd init digits --ipc 1 --steps 300 --out digits-init.gsd
       gsdd init cifar10 --ipc 10 --out c10-init.gsd            # GPC 160, 42 points, 50 000 steps
+      torchrun --nproc-per-node 8 -m gsdd_cli init imagenet1k --ipc 10 --out in1k-init.gsd
     """
     with make_progress(flags.quiet) as progress:
         task = progress.add_task("fitting", total=max(cfg.steps, 1), info="")
-        report = init_set(cfg, lambda s: progress.update(task, completed=s.step, info=f"PSNR {s.psnr:.2f} dB"))
+        report = init_set(cfg, lambda s: progress.update(task, completed=s.step, total=s.total,
+                                                         info=f"PSNR {s.psnr:.2f} dB" if s.psnr == s.psnr else "resumed"))
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     if flags.as_json:
         print_json(report.summary(cfg))
         return
