@@ -24,7 +24,7 @@ from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.distill.common import Context, DistInfo
 from gsdd_cli.distill.config import PIXEL_MOMENTUM, DistillConfig
-from gsdd_cli.sets.fit import FitConfig, select_init_indices
+from gsdd_cli.sets.fit import FitConfig, default_init_lr, select_init_indices
 from gsdd_cli.sets.init_run import init_from_dataset
 from gsdd_cli.sets.gaussians import GaussianImages
 from gsdd_cli.sets.gsdfile import load_gsd
@@ -78,11 +78,15 @@ def _real_pixels(cfg: DistillConfig, ds, transform) -> tuple[PixelImages, dict]:
 def _fitted_gaussians(cfg: DistillConfig, ds, device, on_init_step) -> tuple[GaussianImages, dict]:
     fit_cfg = FitConfig(steps=cfg.init_steps, lr=cfg.init_lr, seed=cfg.seed, backend=cfg.backend,
                         quantize=cfg.quantize, antialias=cfg.antialias)
-    r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
-                          first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
-    if r.images.first_nonfinite() is not None:
-        raise DivergenceError(f"the initialization fit diverged (NaN or Inf parameters) with lr "
-                              f"{r.config['init']['lr']:g}", hint="run again with a lower --init-lr")
+    try:
+        r = init_from_dataset(ds, cfg.ipc, gpc=cfg.gpc, points=cfg.points, cfg=fit_cfg, seed=cfg.seed,
+                              first=cfg.init_first, device=device, on_step=on_init_step, algorithm=cfg.algo)
+    except DivergenceError:
+        r = None
+    if r is None or r.images.first_nonfinite() is not None:
+        lr = cfg.init_lr if cfg.init_lr is not None else default_init_lr(ds.height, ds.width)
+        raise DivergenceError(f"the initialization fit diverged (NaN or Inf parameters) with lr {lr:g}",
+                              hint="run again with a lower --init-lr")
     info = dict(r.config["init"])
     info.update(source="fitted", seconds=round(r.seconds, 3), psnr_per_class=[round(p, 3) for p in r.psnr_per_class])
     return r.images, info

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from gsdd_cli.core.distributed import DistInfo, barrier, owned, to_main
+from gsdd_cli.core.errors import DivergenceError
 from gsdd_cli.core.outputs import atomic_write_bytes
 from gsdd_cli.sets.budget import make_plan, recommended_gpc
 from gsdd_cli.sets.fit import FitConfig, FitStep, default_init_lr, fit_gaussians, psnr_per_image, select_init_indices
@@ -136,6 +137,13 @@ def fit_units(
             psnr = psnr_per_image(fitted, targets, backend=cfg.backend)
             unit = Unit(u, classes, {k: getattr(fitted, k).detach().float().cpu() for k in PARAMS}, psnr)
             del targets, fitted
+            if not all(bool(torch.isfinite(t).all()) for t in unit.params.values()):
+                if parts is not None:  # the same settings diverge again: nothing here is worth resuming
+                    shutil.rmtree(parts, ignore_errors=True)
+                lr = cfg.lr if cfg.lr is not None else default_init_lr(h, w)
+                raise DivergenceError(f"the fit diverged (NaN or Inf parameters) with lr {lr:g} in classes "
+                                      f"{classes[0]}–{classes[-1]}; nothing was written",
+                                      hint="run again with a lower --lr")
             if parts is not None:
                 _save_unit(parts, unit, key)
         done_steps += max(1, cfg.steps)
