@@ -29,6 +29,7 @@ _ALGORITHMS = {
         Algorithm("tm", "trajectory matching", "gsdd_cli.distill.tm", "TrajectoryMatching"),
         Algorithm("dm", "distribution matching", "gsdd_cli.distill.dm", "DistributionMatching"),
         Algorithm("dc", "gradient matching", "gsdd_cli.distill.dc", "GradientMatching"),
+        Algorithm("sre2l", "SRe2L recovery from a teacher", "gsdd_cli.distill.sre2l", "run_recovery"),
     )
 }
 ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHMS)
@@ -42,7 +43,7 @@ def get_algorithm(name: str) -> Algorithm:
 
 
 def describe() -> str:
-    """'tm (trajectory matching), dm (distribution matching) or dc (gradient matching)'."""
+    """'tm (trajectory matching), dm (...), dc (...) or sre2l (SRe2L recovery from a teacher)'."""
     parts = [f"{a.name} ({a.title})" for a in _ALGORITHMS.values()]
     return ", ".join(parts[:-1]) + " or " + parts[-1]
 

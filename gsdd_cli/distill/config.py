@@ -25,6 +25,7 @@ from gsdd_cli.core.options import (
     option,
     out_option,
     seed_option,
+    teacher_option,
     tensorboard_option,
     validation_message,
 )
@@ -56,7 +57,7 @@ DM_TABLE = {("imagenet", 1): (200, 1024, 2000, 20_000)}
 DC_TABLE = {("imagenet", 1): (200, 720, 2000, 5_000)}
 # DC outer/inner loops by IPC (the DC paper's schedule, docs/method.md §5.3).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
-ITERATIONS = {"tm": 15_000, "dm": 20_000, "dc": 5_000}
+ITERATIONS = {"tm": 15_000, "dm": 20_000, "dc": 5_000, "sre2l": 1_000}  # sre2l: per image (SRe2L)
 DEFAULT_IPC = 10
 
 # Pixel sets (--param pixel): the published learning rate of the images, an SGD(momentum 0.5) lr in
@@ -65,7 +66,7 @@ DEFAULT_IPC = 10
 PIXEL_LR_TM = {("cifar10", 1): 100.0, ("cifar10", 10): 100.0, ("cifar10", 50): 1000.0,
                ("cifar100", 1): 1000.0, ("cifar100", 10): 1000.0, ("cifar100", 50): 1000.0,
                ("imagenet", 1): 1000.0, ("imagenet", 10): 1000.0}
-PIXEL_LR = {"tm": 1000.0, "dm": 1.0, "dc": 0.1}
+PIXEL_LR = {"tm": 1000.0, "dm": 1.0, "dc": 0.1, "sre2l": 0.25}  # sre2l: Adam, normalised space (SRe2L)
 PIXEL_MOMENTUM = 0.5
 
 # Small, CPU-friendly defaults for the embedded `digits` set (not in the paper; chosen and measured so
@@ -76,6 +77,7 @@ DIGITS = {
     "dm": {"iterations": 40, "batch_real": 128},
     "dc": {"iterations": 40, "batch_real": 64},
     "tm": {"iterations": 60, "syn_steps": 10, "max_start_epoch": 6, "lr_lr": 1e-5, "batch_syn": 40},
+    "sre2l": {"iterations": 200},
 }
 
 # Fields that may change between a run and its --resume without affecting the result.
@@ -121,7 +123,8 @@ class DistillConfig(BaseModel):
     dsa: bool = option(True, "DSA augmentation.")
     dsa_strategy: str = option(DSA_STRATEGY, "DSA op groups.", cli=False)
     batch_real: int = option(256, "DM/DC real images per class and step.", default_text=SPEC, gt=0)
-    batch_syn: int = option(0, "Synthetic batch (TM: per student step; DM/DC: per class, 0 = all).", default_text=SPEC, ge=0)
+    batch_syn: int = option(0, "Synthetic batch (TM: per student step; DM/DC: per class, 0 = all; sre2l: classes "
+                            "per recovery batch, 0 = 100).", default_text=SPEC, ge=0)
     quantize: bool = option(True, "Train through bf16 rounding (straight-through), as stored.", cli=False)
     antialias: bool = option(True, "Antialiased rendering (the 0.3 px low-pass of docs/method.md).", cli=False)
     train_opacity: bool = option(True, "Learn the opacities.", cli=False)
@@ -146,6 +149,11 @@ class DistillConfig(BaseModel):
     experts_epochs: Optional[int] = option(None, "TM without --buffers: epochs per cached expert (50; digits 10).",
                                            gt=0)
     # run control
+    teacher: Optional[str] = teacher_option()
+    r_bn: float = option(0.01, "sre2l: weight of the BatchNorm statistic loss (SRe2L's --r-bn).", ge=0)
+    jitter: Optional[int] = option(None, "sre2l: largest random shift in pixels (SRe2L: 32 at 224², 4 at 32²).", ge=0)
+    lr_recover: Optional[float] = option(None, "sre2l: Adam lr (Gaussians: 0.1 at ≤32 px, 0.01 above; pixels: "
+                                         "SRe2L's 0.25 × the dataset's std).", gt=0)
     device: str = device_option()
     backend: Literal[BACKENDS] = backend_option()  # type: ignore[valid-type]
     eval_every: int = option(0, "Evaluate every N iterations (0 = never).", ge=0)
@@ -215,6 +223,8 @@ def spec_defaults(dataset: str, algo: str, ipc: int, info: tuple[int, int, int, 
         if row is not None:
             gpc, syn_steps, max_start, lr_lr, batch_syn = row
             d.update(gpc=gpc, syn_steps=syn_steps, max_start_epoch=max_start, lr_lr=lr_lr, batch_syn=batch_syn)
+    elif algo == "sre2l":
+        d.update(batch_syn=0)
     elif algo == "dm":
         d.update(batch_real=256, batch_syn=0)
         row = DM_TABLE.get((fam, ipc))

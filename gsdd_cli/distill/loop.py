@@ -45,6 +45,7 @@ from gsdd_cli.core.outputs import (
 )
 from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
 from gsdd_cli.data.streaming import require_in_memory
+from gsdd_cli.distill.sre2l import run_recovery
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
 from gsdd_cli.distill.common import (
@@ -141,6 +142,8 @@ def distill(
     no checkpoint, the config and log files this call created are removed again, and so is its
     ``--tensorboard`` event file (with the folders it created; ``--resume`` keeps it).
     """
+    if cfg.algo == "sre2l":  # independent units, not iterations over the whole set (distill/sre2l.py)
+        return run_recovery(cfg, on_step, resume=resume, notify=notify)
     check_run_outputs(cfg)
     side: dict[str, Any] = {"created": [], "checkpoint_written": False}
     try:

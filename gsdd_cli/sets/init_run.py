@@ -44,7 +44,7 @@ class Unit:
     index: int
     classes: list[int]
     params: dict[str, torch.Tensor]  # fp32, CPU: xy [n·P, 2], cholesky [n·P, 3], rgb [n·P, C], opacity [n·P, 1]
-    psnr: torch.Tensor  # [n] float64
+    psnr: torch.Tensor  # [n] per-image score (init: PSNR in dB; sre2l: the teacher's probability of the class)
     resumed: bool = False
 
 
@@ -64,13 +64,14 @@ def _unit_path(parts: Path, u: int) -> Path:
     return parts / f"unit-{u:06d}.safetensors"
 
 
-def _save_unit(parts: Path, unit: Unit, key: str) -> None:
+def save_unit(parts: Path, unit: Unit, key: str) -> None:
     meta = {"gsdd_init_unit": json.dumps({"index": unit.index, "classes": unit.classes, "key": key})}
+    # classes: the unit's class ids (init) or any JSON list that identifies the unit's images (sre2l: slots)
     data = st_save({**{k: v.contiguous() for k, v in unit.params.items()}, "psnr": unit.psnr.contiguous()}, meta)
     atomic_write_bytes(_unit_path(parts, unit.index), data)
 
 
-def _load_unit(parts: Path, u: int, classes: list[int], key: str) -> Unit | None:
+def load_unit(parts: Path, u: int, classes: list[int], key: str, names: Sequence[str] = PARAMS) -> Unit | None:
     """The finished unit ``u`` of this very run (same key), or None (absent, foreign or unreadable)."""
     path = _unit_path(parts, u)
     if not path.is_file():
@@ -80,7 +81,7 @@ def _load_unit(parts: Path, u: int, classes: list[int], key: str) -> Unit | None
             meta = json.loads((f.metadata() or {}).get("gsdd_init_unit", "{}"))
             if meta.get("key") != key or meta.get("classes") != classes:
                 return None
-            params = {k: f.get_tensor(k) for k in PARAMS}
+            params = {k: f.get_tensor(k) for k in names}
             psnr = f.get_tensor("psnr")
     except Exception:  # a torn or foreign file: fit the unit again  # noqa: BLE001
         return None
@@ -122,7 +123,7 @@ def fit_units(
     local: dict[int, Unit] = {}
     for u in mine:
         classes = units[u]
-        unit = _load_unit(parts, u, classes, key) if (parts is not None and resume) else None
+        unit = load_unit(parts, u, classes, key) if (parts is not None and resume) else None
         if unit is None:
             targets = targets_for(classes).to(device)
             slots = torch.cat([torch.arange(k * gpc, (k + 1) * gpc) for k in classes])
@@ -145,7 +146,7 @@ def fit_units(
                                       f"{classes[0]}–{classes[-1]}; nothing was written",
                                       hint="run again with a lower --lr")
             if parts is not None:
-                _save_unit(parts, unit, key)
+                save_unit(parts, unit, key)
         done_steps += max(1, cfg.steps)
         if on_step is not None and unit.resumed:
             on_step(FitStep(done_steps, total_steps, math.nan, math.nan, 0.0))
@@ -247,5 +248,5 @@ def remove_parts(parts: Path | None, info: DistInfo) -> None:
         shutil.rmtree(parts, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "plan_units", "remove_parts",
+__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "save_unit",
            "run_key"]

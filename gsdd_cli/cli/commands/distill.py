@@ -90,7 +90,7 @@ def distill(flags: dict, run: DistillRun) -> None:
             if s.eval_mean is not None:
                 last_eval = f" · acc {100 * s.eval_mean:.1f}%"
             extra = f" · α {s.metrics['syn_lr']:.4f}" if "syn_lr" in s.metrics else ""
-            progress.update(main_task, completed=s.iteration,
+            progress.update(main_task, completed=s.iteration, total=s.total,
                             info=f"loss {s.loss:.4f}{extra} · render {100 * s.render_share:.0f}%{last_eval}")
 
         try:
@@ -105,6 +105,8 @@ def distill(flags: dict, run: DistillRun) -> None:
                 err.print(f"interrupted after iteration {e.iteration}; no checkpoint could be saved")
             raise typer.Exit(130) from None
 
+    if result is None:  # a torchrun rank other than 0 (sre2l): rank 0 reports
+        return
     cfg = result.config
     summary = {
         "out": str(result.out), "algorithm": cfg.algo, "dataset": cfg.dataset, "ipc": cfg.ipc, "param": cfg.param,
@@ -144,7 +146,8 @@ def distill(flags: dict, run: DistillRun) -> None:
     if result.evals:
         ev = result.evals[-1]
         table.add_row("last eval", f"{100 * ev['mean']:.2f} ± {100 * ev['std']:.2f} % ({ev['epochs']} epochs, {ev['runs']} run(s))")
-    table.add_row("log", str(result.log))
+    if result.log is not None:
+        table.add_row("log", str(result.log))
     out.print(table)
 
 
