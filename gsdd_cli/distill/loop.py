@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -45,6 +44,7 @@ from gsdd_cli.core.outputs import (
 )
 from gsdd_cli.data import default_transform_kind, load_dataset, make_transform
 from gsdd_cli.data.streaming import require_in_memory
+from gsdd_cli.distill.results import DistillInterrupted, DistillResult, DistillStep
 from gsdd_cli.distill.sre2l import run_recovery
 from gsdd_cli.data.transforms import apply_in_batches
 from gsdd_cli.distill.checkpoint import capture_state, check_resume_config, load_checkpoint, write_checkpoint
@@ -79,45 +79,6 @@ from gsdd_cli.distill.tm import preflight
 from gsdd_cli.evaluate import EvalConfig, render_all, train_and_evaluate
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
 from gsdd_cli.sets.synthetic import SyntheticImages
-
-
-@dataclass
-class DistillStep:
-    """Progress after one iteration (passed to ``on_step``)."""
-
-    iteration: int  # iterations done (1-based)
-    total: int
-    loss: float
-    metrics: dict[str, float]
-    seconds: float  # this iteration's wall time
-    render_share: float  # fraction of it spent in the forward render + transform
-    eval_mean: Optional[float] = None
-    eval_std: Optional[float] = None
-
-
-@dataclass
-class DistillResult:
-    out: Path
-    config: DistillConfig
-    iterations: int  # iterations done
-    seconds: float
-    final_loss: Optional[float]  # None only when no loss is known (see the header's final_loss_note)
-    syn_lr: Optional[float] = None
-    evals: list[dict] = field(default_factory=list)
-    interrupted: bool = False
-    checkpoint: Optional[Path] = None
-    log: Optional[Path] = None
-    init: dict = field(default_factory=dict)
-    memory: dict = field(default_factory=dict)  # TM: the pre-flight memory plan (mode, estimates)
-
-
-class DistillInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run. ``checkpoint`` is the file to resume from (None if none could be saved)."""
-
-    def __init__(self, checkpoint: Path | None, iteration: int):
-        super().__init__(f"interrupted after iteration {iteration}")
-        self.checkpoint = checkpoint
-        self.iteration = iteration
 
 
 # ---------------------------------------------------------------------------------------- setup

@@ -37,6 +37,7 @@ from gsdd_cli.core.distributed import (
 from gsdd_cli.core.errors import ConfigError, DivergenceError
 from gsdd_cli.core.outputs import check_output_file
 from gsdd_cli.data import dataset_path, load_dataset, make_transform
+from gsdd_cli.distill.results import DistillInterrupted, DistillResult, DistillStep
 from gsdd_cli.models.teacher import load_teacher, teacher_header_fields
 from gsdd_cli.sets.fit import default_init_lr, random_start
 from gsdd_cli.sets.gaussians import GaussianImages
@@ -174,8 +175,6 @@ def _tensors(images) -> dict[str, torch.Tensor]:
 def run_recovery(cfg, on_step: Callable[[Any], None] | None = None, *, resume: bool = False,
                  notify: Callable[[str], None] | None = None):
     """The whole `gsdd distill --algo sre2l` (a resolved DistillConfig); returns a DistillResult on rank 0."""
-    from gsdd_cli.distill.loop import DistillInterrupted, DistillResult, DistillStep  # loop.py imports this module
-
     if not cfg.out:
         raise ConfigError("no output file: give --out FILE.gsd")
     if not cfg.teacher:
@@ -184,7 +183,7 @@ def run_recovery(cfg, on_step: Callable[[Any], None] | None = None, *, resume: b
     check_output_file(cfg.out, "--out", {"DATASET": dataset_path(cfg.dataset), "--init": cfg.init})
     info = init_distributed(cfg.device)
     try:
-        result = _recover(cfg, rank_device(dev, info), info, on_step, resume, notify, DistillResult, DistillStep)
+        result = _recover(cfg, rank_device(dev, info), info, on_step, resume, notify)
     except KeyboardInterrupt:
         shutdown_distributed(info, wait=False)
         parts = parts_dir(cfg.out)
@@ -197,7 +196,7 @@ def run_recovery(cfg, on_step: Callable[[Any], None] | None = None, *, resume: b
     return result
 
 
-def _recover(cfg, dev, info: DistInfo, on_step, resume, notify, DistillResult, DistillStep):
+def _recover(cfg, dev, info: DistInfo, on_step, resume, notify):
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     teacher = load_teacher(cfg.teacher, dataset=ds, device=dev, data_dir=cfg.data_dir)
