@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -50,11 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import emit  # noqa: E402
 
+from gsdd_cli.distill.sre2l import R_BN, BNMatch, augment, jitter_for  # noqa: E402
 from gsdd_cli.sets.budget import make_plan, recommended_gpc  # noqa: E402
 from gsdd_cli.sets.fit import DEFAULT_INIT_STEPS, random_start  # noqa: E402
 
 RES, CLASSES = 224, 1000
-R_BN = 0.01  # SRe2L's default weight of the BN statistic loss (recover_imagenet.sh: --r-bn 0.01)
 
 
 def _sync(device):
@@ -83,37 +84,11 @@ def resnet18(device):
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
-class BNStats:
-    """SRe2L's BN loss: Σ over BN layers of ‖μ − running μ‖₂ + ‖σ² − running σ²‖₂ of the batch."""
-
-    def __init__(self, net):
-        self.losses = []
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.register_forward_hook(self._hook)
-
-    def _hook(self, m, inp, out):
-        x = inp[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
-        self.losses.append(torch.norm(m.running_mean - mean, 2) + torch.norm(m.running_var - var, 2))
-
-    def take(self):
-        total = torch.stack(self.losses).sum()
-        self.losses = []
-        return total
-
-
-def random_resized_crop_flip(x, gen_device):
-    """One random-resized crop (scale 0.08–1, ratio 3/4–4/3) and a random flip for the batch."""
-    b, _, h, w = x.shape
-    area = h * w * float(torch.empty(1).uniform_(0.08, 1.0))
-    ratio = float(torch.empty(1).uniform_(3 / 4, 4 / 3))
-    ch = max(8, min(h, round((area / ratio) ** 0.5)))
-    cw = max(8, min(w, round((area * ratio) ** 0.5)))
-    top, left = int(torch.randint(0, h - ch + 1, (1,))), int(torch.randint(0, w - cw + 1, (1,)))
-    y = F.interpolate(x[:, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False)
-    return y.flip(3) if bool(torch.rand(1) < 0.5) else y
+def bn_match(net):
+    """gsdd's SRe2L BN loss (distill/sre2l.py: BNMatch, first layer ×10) on a plain torchvision net."""
+    shim = types.SimpleNamespace(identity={"arch": "resnet18"}, bn_layers=lambda: [
+        (n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    return BNMatch(shim)
 
 
 def measure(args, device):
@@ -124,7 +99,9 @@ def measure(args, device):
     teacher = resnet18(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    bn = BNStats(teacher)
+    bn = bn_match(teacher)
+    gen = torch.Generator().manual_seed(0)
+    jitter = jitter_for(RES)
     res = {}
 
     x = torch.rand(b, 3, RES, RES, device=device, requires_grad=True)
@@ -139,14 +116,13 @@ def measure(args, device):
     pix_opt = torch.optim.Adam([pix], lr=0.25, betas=(0.5, 0.9))  # SRe2L's pixel recovery optimizer
 
     def pixel_recover_step():
-        xa = random_resized_crop_flip(pix, device)
+        xa = augment(pix, gen, jitter)
         loss = F.cross_entropy(teacher((xa - mean) / std), labels) + R_BN * bn.take()
         pix_opt.zero_grad(set_to_none=True)
         loss.backward()
         pix_opt.step()
 
     res["pixel_recover_step_ms"] = time_ms(pixel_recover_step, device, args.reps, args.warmup)
-    del pix, pix_opt
 
     student = resnet18(device).train()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=0.01)
@@ -154,7 +130,7 @@ def measure(args, device):
     temperature = 4.0
 
     def eval_step():
-        xa = random_resized_crop_flip(xe, device)
+        xa = augment(xe, gen, jitter)
         xn = (xa - mean) / std
         with torch.no_grad():
             soft = F.softmax(teacher(xn) / temperature, dim=1)
@@ -166,7 +142,6 @@ def measure(args, device):
         opt.step()
 
     res["eval_step_ms"] = time_ms(eval_step, device, args.reps, args.warmup)
-    del student, opt
 
     res["per_ipc"] = {}
     for ipc in args.ipc:
@@ -186,7 +161,7 @@ def measure(args, device):
 
         def recover_step():
             out = imgs.render(backend="auto")
-            xa = random_resized_crop_flip(out, device)
+            xa = augment(out, gen, jitter)
             loss = F.cross_entropy(teacher((xa - mean) / std), labels) + R_BN * bn.take()
             gaussian_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,7 +172,6 @@ def measure(args, device):
         r["render_fwd_bwd_ms"] = time_ms(render_fwd_bwd, device, args.reps, args.warmup)
         r["recover_step_ms"] = time_ms(recover_step, device, args.reps, args.warmup)
         res["per_ipc"][str(ipc)] = r
-        del imgs, gaussian_opt
     return res
 
 
