@@ -42,14 +42,14 @@ def test_an_image_fits_the_same_alone_or_in_a_batch():
         assert torch.equal(getattr(whole, name).detach()[3 * 9:], getattr(part, name).detach()), name
 
 
-def _cfg(tmp_path, name, **kw):
-    return InitConfig(dataset="digits", ipc=1, gpc=2, steps=15, out=str(tmp_path / name), device="cpu",
-                      backend="native", **kw)
+def _cfg(tmp_path, name, device="cpu", **kw):
+    return InitConfig(dataset="digits", ipc=1, gpc=2, steps=15, out=str(tmp_path / name), device=device,
+                      backend="native" if device == "cpu" else "auto", **kw)
 
 
-def test_unit_size_does_not_change_the_file(tmp_path):
-    one = init_set(_cfg(tmp_path, "one.gsd"))
-    many = init_set(_cfg(tmp_path, "many.gsd", max_images=6))  # 3 classes per unit: 4 units
+def test_unit_size_does_not_change_the_file(tmp_path, device):
+    one = init_set(_cfg(tmp_path, "one.gsd", device))
+    many = init_set(_cfg(tmp_path, "many.gsd", device, max_images=6))  # 3 classes per unit: 4 units
     assert one.result.config["init"]["units"]["units"] == 1
     assert many.result.config["init"]["units"]["units"] == 4
     a, _ = _tensors(tmp_path / "one.gsd")

@@ -24,9 +24,9 @@ from .conftest import write_color_folder
 runner = CliRunner()
 
 
-def _cfg(root, out, **kw):
-    flags = {"algo": "sre2l", "ipc": 1, "gpc": 2, "iterations": 30, "out": str(out), "device": "cpu",
-             "backend": "native", **kw}
+def _cfg(root, out, device="cpu", backend="native", **kw):
+    flags = {"algo": "sre2l", "ipc": 1, "gpc": 2, "iterations": 30, "out": str(out), "device": device,
+             "backend": backend, **kw}
     return build_config(str(root), flags=flags)
 
 
@@ -64,11 +64,12 @@ def test_recovery_loss_falls_and_the_teacher_agrees(color_teacher):
     assert pred.tolist() == [0, 1, 2] and float(prob.min()) > 1 / 3
 
 
-def test_cli_run_records_the_teacher_and_beats_chance(tmp_path, color_teacher):
+def test_cli_run_records_the_teacher_and_beats_chance(tmp_path, color_teacher, device, backend):
     root, tfile, _ = color_teacher
     out = tmp_path / "r.gsd"
     res = runner.invoke(app, ["distill", str(root), "--algo", "sre2l", "--teacher", str(tfile), "--ipc", "1",
-                              "--gpc", "2", "--iterations", "30", "--device", "cpu", "--out", str(out)])
+                              "--gpc", "2", "--iterations", "30", "--device", device, "--backend", backend,
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     f = load_gsd(out)
     assert f.header.algorithm == "sre2l" and f.header.num_images == 6
@@ -95,11 +96,12 @@ def test_refusals(tmp_path, color_teacher):
     assert not (tmp_path / "b.gsd").exists()
 
 
-def test_resume_after_an_interruption_gives_the_same_file(tmp_path, color_teacher, monkeypatch):
+def test_resume_after_an_interruption_gives_the_same_file(tmp_path, color_teacher, monkeypatch, device):
     import gsdd_cli.distill.sre2l as s
 
     root, tfile, _ = color_teacher
-    distill(_cfg(root, tmp_path / "ref.gsd", teacher=str(tfile), iterations=10))
+    distill(_cfg(root, tmp_path / "ref.gsd", teacher=str(tfile), iterations=10, device=device,
+                 backend="auto"))
     real, calls = s.recover_unit, []
 
     def stop_second(*a, **k):
@@ -110,10 +112,12 @@ def test_resume_after_an_interruption_gives_the_same_file(tmp_path, color_teache
 
     monkeypatch.setattr(s, "recover_unit", stop_second)
     with pytest.raises(KeyboardInterrupt):
-        distill(_cfg(root, tmp_path / "cut.gsd", teacher=str(tfile), iterations=10))
+        distill(_cfg(root, tmp_path / "cut.gsd", teacher=str(tfile), iterations=10, device=device,
+                 backend="auto"))
     assert not (tmp_path / "cut.gsd").exists() and len(list(parts_dir(tmp_path / "cut.gsd").iterdir())) == 1
     monkeypatch.setattr(s, "recover_unit", real)
-    distill(_cfg(root, tmp_path / "cut.gsd", teacher=str(tfile), iterations=10), resume=True)
+    distill(_cfg(root, tmp_path / "cut.gsd", teacher=str(tfile), iterations=10, device=device,
+                 backend="auto"), resume=True)
     a, b = load_gsd(tmp_path / "ref.gsd").images, load_gsd(tmp_path / "cut.gsd").images
     for k, v in a.stored_tensors().items():
         assert torch.equal(v, b.stored_tensors()[k]), k
