@@ -121,3 +121,15 @@ def test_evaluate_gsd_shape_mismatch(tmp_path):
     path = _save_digits_gsd(tmp_path / "small.gsd", height=8)
     with pytest.raises(DataError, match="distilled for digits"):
         evaluate_gsd(path, make_eval_config(epochs=1, device="cpu"), backend="reference")
+
+
+def test_eval_refuses_a_set_too_large_to_decode(tmp_path, monkeypatch, make_digits_gsd):
+    """A set whose decoded images exceed the free memory fails in one line before rendering."""
+    import gsdd_cli.core.devices as devices
+    from gsdd_cli.core.errors import ConfigError
+    from gsdd_cli.evaluate import EvalConfig, evaluate_gsd
+
+    path = make_digits_gsd(tmp_path / "d.gsd")
+    monkeypatch.setattr(devices, "available_bytes", lambda device: 1000)
+    with pytest.raises(ConfigError, match="needs .* GiB on cpu"):
+        evaluate_gsd(path, EvalConfig(epochs=1, runs=1, device="cpu"))

@@ -24,3 +24,25 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ConfigError(f"unsupported device {spec!r} (use auto, cpu, cuda or cuda:N)")
     return dev
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` now: CUDA's free bytes, or the host's MemAvailable (None if unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def require_memory(nbytes: int, device: torch.device, what: str, hint: str | None = None) -> None:
+    """ConfigError (one line, exit 2 like the TM memory pre-flight) when ``what`` needs more than the memory free on ``device``."""
+    free = available_bytes(device)
+    if free is not None and nbytes > free:
+        raise ConfigError(f"{what} needs {nbytes / 2**30:,.1f} GiB on {device}, {free / 2**30:,.1f} GiB is free",
+                            hint=hint)

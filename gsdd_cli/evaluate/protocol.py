@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from gsdd_cli.core.devices import resolve_device
+from gsdd_cli.core.devices import require_memory, resolve_device
 from gsdd_cli.core.errors import ConfigError, DataError
 from gsdd_cli.core.tensorboard import check_tensorboard
 from gsdd_cli.data import Dataset
@@ -120,6 +120,11 @@ def _evaluate_file(
     comparing = vs_random or full or full_accuracy is not None
     ds, tf = data()
     ds.require_test("gsdd eval")
+    # the whole set is decoded once, in pixel space and in network space: say so before it fails
+    require_memory(2 * h.num_images * h.channels * h.height * h.width * 4, dev,
+                   f"decoding the {h.num_images:,} images of the set ({h.channels}×{h.height}×{h.width}, float32, "
+                   "pixel and network space)",
+                   hint="evaluate on a machine or GPU with more memory, or distil with a smaller --gpc")
     pixels = render(dev)
     x_syn = apply_in_batches(tf, pixels, pixels.device)
     test_x = apply_in_batches(tf, ds.x_test, dev, stream=True)
