@@ -18,6 +18,7 @@ class Algorithm:
     title: str
     module: str
     cls: str
+    loop: bool = True  # a Method class run by distill/loop.py; False: ``cls`` is its own runner (sre2l)
 
     def load(self) -> type:
         return getattr(importlib.import_module(self.module), self.cls)
@@ -29,7 +30,7 @@ _ALGORITHMS = {
         Algorithm("tm", "trajectory matching", "gsdd_cli.distill.tm", "TrajectoryMatching"),
         Algorithm("dm", "distribution matching", "gsdd_cli.distill.dm", "DistributionMatching"),
         Algorithm("dc", "gradient matching", "gsdd_cli.distill.dc", "GradientMatching"),
-        Algorithm("sre2l", "SRe2L recovery from a teacher", "gsdd_cli.distill.sre2l", "run_recovery"),
+        Algorithm("sre2l", "SRe2L recovery from a teacher", "gsdd_cli.distill.sre2l", "run_recovery", loop=False),
     )
 }
 ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHMS)

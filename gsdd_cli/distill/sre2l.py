@@ -42,7 +42,7 @@ from gsdd_cli.models.teacher import load_teacher, teacher_header_fields
 from gsdd_cli.sets.fit import default_init_lr, random_start
 from gsdd_cli.sets.gaussians import GaussianImages
 from gsdd_cli.sets.gsdfile import load_gsd, make_header, save_gsd
-from gsdd_cli.sets.init_run import PARAMS, Unit, load_unit, parts_dir, remove_parts, run_key, save_unit
+from gsdd_cli.sets.init_run import PARAMS, Unit, drop_empty_parts, load_unit, parts_dir, remove_parts, run_key, save_unit
 from gsdd_cli.sets.pixels import PixelImages
 
 R_BN = 0.01  # recover.sh: --r-bn 0.01
@@ -187,9 +187,11 @@ def run_recovery(cfg, on_step: Callable[[Any], None] | None = None, *, resume: b
     except KeyboardInterrupt:
         shutdown_distributed(info, wait=False)
         parts = parts_dir(cfg.out)
+        drop_empty_parts(parts)
         done = len(list(parts.glob("unit-*.safetensors"))) if parts.is_dir() else 0
         raise DistillInterrupted(parts if done else None, done) from None
     except BaseException:
+        drop_empty_parts(parts_dir(cfg.out))
         shutdown_distributed(info, wait=False)
         raise
     shutdown_distributed(info)
@@ -224,7 +226,6 @@ def _recover(cfg, dev, info: DistInfo, on_step, resume, notify):
     key = run_key({"what": "sre2l", "cfg": cfg.model_dump(exclude={"device", "tensorboard"}),
                    "teacher": teacher.identity.get("weights_sha256"), **constants, "ranks": None})
     parts = parts_dir(cfg.out)
-    parts.mkdir(parents=True, exist_ok=True)
     total, done = len(mine) * cfg.iterations, 0
     local: dict[int, Unit] = {}
     last_loss = math.nan

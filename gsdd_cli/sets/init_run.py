@@ -65,6 +65,7 @@ def _unit_path(parts: Path, u: int) -> Path:
 
 
 def save_unit(parts: Path, unit: Unit, key: str) -> None:
+    parts.mkdir(parents=True, exist_ok=True)
     meta = {"gsdd_init_unit": json.dumps({"index": unit.index, "classes": unit.classes, "key": key})}
     # classes: the unit's class ids (init) or any JSON list that identifies the unit's images (sre2l: slots)
     data = st_save({**{k: v.contiguous() for k, v in unit.params.items()}, "psnr": unit.psnr.contiguous()}, meta)
@@ -116,8 +117,6 @@ def fit_units(
     c, h, w = shape
     units = plan_units(num_classes, gpc, max_images)
     mine = owned(len(units), info)
-    if parts is not None:
-        parts.mkdir(parents=True, exist_ok=True)
     total_steps = max(1, cfg.steps) * len(mine)
     done_steps = 0
     local: dict[int, Unit] = {}
@@ -241,6 +240,12 @@ def init_from_dataset(
     return InitResult(images, indices, psnr, per_class, plan, seconds, config)
 
 
+def drop_empty_parts(parts: Path | None) -> None:
+    """After a failure: a parts folder without a finished unit is debris (e.g. a full disk)."""
+    if parts is not None and parts.is_dir() and not any(parts.glob("unit-*.safetensors")):
+        shutil.rmtree(parts, ignore_errors=True)
+
+
 def remove_parts(parts: Path | None, info: DistInfo) -> None:
     """After the output is written: every rank has finished, then rank 0 removes the parts."""
     barrier(info)
@@ -248,5 +253,5 @@ def remove_parts(parts: Path | None, info: DistInfo) -> None:
         shutil.rmtree(parts, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "save_unit",
+__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "drop_empty_parts", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "save_unit",
            "run_key"]

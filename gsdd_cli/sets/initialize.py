@@ -23,7 +23,7 @@ from gsdd_cli.core.outputs import check_output_file
 from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
 from gsdd_cli.core.algorithms import ALGORITHMS
 from gsdd_cli.sets.fit import DEFAULT_INIT_STEPS, FitConfig, FitStep
-from gsdd_cli.sets.init_run import InitResult, init_from_dataset, parts_dir, remove_parts
+from gsdd_cli.sets.init_run import InitResult, drop_empty_parts, init_from_dataset, parts_dir, remove_parts
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
 from gsdd_cuda import BACKENDS, resolve_backend
 
@@ -97,6 +97,7 @@ def init_set(cfg: InitConfig, on_step: Callable[[FitStep], None] | None = None) 
     try:
         report = _init(cfg, rank_device(dev, info), info, on_step)
     except BaseException:
+        drop_empty_parts(parts_dir(cfg.out))
         shutdown_distributed(info, wait=False)
         raise
     shutdown_distributed(info)

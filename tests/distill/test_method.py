@@ -10,7 +10,7 @@ from gsdd_cli.core.algorithms import ALGORITHMS, get_algorithm
 from gsdd_cli.distill.method import Method
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", [a for a in ALGORITHMS if get_algorithm(a).loop])
 def test_registered_algorithm_follows_the_method_protocol(name):
     cls = get_algorithm(name).load()
     assert cls.name == name
@@ -33,3 +33,11 @@ def test_protocol_names_what_the_loop_uses():
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "method"}
     declared = {m for m in dir(Method) if not m.startswith("_")} | set(Method.__annotations__)
     assert used and used <= declared, sorted(used - declared)
+
+
+def test_algorithms_outside_the_loop_are_runners():
+    """sre2l is not iterations over the whole set: its entry is the runner distill() hands it to."""
+    others = [a for a in ALGORITHMS if not get_algorithm(a).loop]
+    assert others == ["sre2l"]
+    run = get_algorithm("sre2l").load()
+    assert callable(run) and list(inspect.signature(run).parameters)[:2] == ["cfg", "on_step"]
