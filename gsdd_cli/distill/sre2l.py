@@ -28,10 +28,7 @@ from gsdd_cli.core.devices import resolve_device
 from gsdd_cli.core.distributed import (
     DistInfo,
     derive_seed,
-    init_distributed,
     owned,
-    rank_device,
-    shutdown_distributed,
     to_main,
 )
 from gsdd_cli.core.errors import ConfigError, DivergenceError
@@ -42,7 +39,7 @@ from gsdd_cli.models.teacher import load_teacher, teacher_header_fields
 from gsdd_cli.sets.fit import default_init_lr, random_start
 from gsdd_cli.sets.gaussians import GaussianImages
 from gsdd_cli.sets.gsdfile import load_gsd, make_header, save_gsd
-from gsdd_cli.sets.init_run import PARAMS, Unit, drop_empty_parts, load_unit, parts_dir, remove_parts, run_key, save_unit
+from gsdd_cli.sets.init_run import PARAMS, Unit, load_unit, parts_dir, remove_parts, run_key, run_on_ranks, save_unit
 from gsdd_cli.sets.pixels import PixelImages
 
 R_BN = 0.01  # recover.sh: --r-bn 0.01
@@ -181,21 +178,12 @@ def run_recovery(cfg, on_step: Callable[[Any], None] | None = None, *, resume: b
         raise ConfigError("--algo sre2l needs --teacher (a torchvision name, NAME=WEIGHTS or a `gsdd teacher` file)")
     dev = resolve_device(cfg.device)
     check_output_file(cfg.out, "--out", {"DATASET": dataset_path(cfg.dataset), "--init": cfg.init})
-    info = init_distributed(cfg.device)
+    parts = parts_dir(cfg.out)
     try:
-        result = _recover(cfg, rank_device(dev, info), info, on_step, resume, notify)
+        return run_on_ranks(dev, cfg.device, parts, lambda d, info: _recover(cfg, d, info, on_step, resume, notify))
     except KeyboardInterrupt:
-        shutdown_distributed(info, wait=False)
-        parts = parts_dir(cfg.out)
-        drop_empty_parts(parts)
         done = len(list(parts.glob("unit-*.safetensors"))) if parts.is_dir() else 0
         raise DistillInterrupted(parts if done else None, done) from None
-    except BaseException:
-        drop_empty_parts(parts_dir(cfg.out))
-        shutdown_distributed(info, wait=False)
-        raise
-    shutdown_distributed(info)
-    return result
 
 
 def _recover(cfg, dev, info: DistInfo, on_step, resume, notify):

@@ -28,7 +28,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from gsdd_cli.core.distributed import DistInfo, barrier, owned, to_main
+from gsdd_cli.core.distributed import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    owned,
+    rank_device,
+    shutdown_distributed,
+    to_main,
+)
 from gsdd_cli.core.errors import DivergenceError
 from gsdd_cli.core.outputs import atomic_write_bytes
 from gsdd_cli.sets.budget import make_plan, recommended_gpc
@@ -240,6 +248,21 @@ def init_from_dataset(
     return InitResult(images, indices, psnr, per_class, plan, seconds, config)
 
 
+def run_on_ranks(device: torch.device, device_spec: str, parts: Path | None,
+                 body: Callable[[torch.device, DistInfo], Any]) -> Any:
+    """``body(rank's device, info)`` in torchrun's process group (none without torchrun); the group is
+    torn down afterwards, and on any failure an empty ``parts`` folder is removed first."""
+    info = init_distributed(device_spec)
+    try:
+        out = body(rank_device(device, info), info)
+    except BaseException:
+        drop_empty_parts(parts)
+        shutdown_distributed(info, wait=False)
+        raise
+    shutdown_distributed(info)
+    return out
+
+
 def drop_empty_parts(parts: Path | None) -> None:
     """After a failure: a parts folder without a finished unit is debris (e.g. a full disk)."""
     if parts is not None and parts.is_dir() and not any(parts.glob("unit-*.safetensors")):
@@ -253,5 +276,5 @@ def remove_parts(parts: Path | None, info: DistInfo) -> None:
         shutil.rmtree(parts, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "drop_empty_parts", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "save_unit",
+__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "drop_empty_parts", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "run_on_ranks", "save_unit",
            "run_key"]

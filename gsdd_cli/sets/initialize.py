@@ -8,7 +8,6 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from gsdd_cli.core.devices import resolve_device
-from gsdd_cli.core.distributed import init_distributed, rank_device, shutdown_distributed
 from gsdd_cli.core.errors import DivergenceError
 from gsdd_cli.core.options import (
     backend_option,
@@ -23,7 +22,7 @@ from gsdd_cli.core.outputs import check_output_file
 from gsdd_cli.data import dataset_path, default_transform_kind, load_dataset, make_transform
 from gsdd_cli.core.algorithms import ALGORITHMS
 from gsdd_cli.sets.fit import DEFAULT_INIT_STEPS, FitConfig, FitStep
-from gsdd_cli.sets.init_run import InitResult, drop_empty_parts, init_from_dataset, parts_dir, remove_parts
+from gsdd_cli.sets.init_run import InitResult, init_from_dataset, parts_dir, remove_parts, run_on_ranks
 from gsdd_cli.sets.gsdfile import make_header, save_gsd
 from gsdd_cuda import BACKENDS, resolve_backend
 
@@ -93,15 +92,7 @@ def init_set(cfg: InitConfig, on_step: Callable[[FitStep], None] | None = None) 
     dev = resolve_device(cfg.device)
     resolve_backend(cfg.backend, dev)  # an unknown or unavailable renderer fails before any work
     check_output_file(cfg.out, "--out", {"DATASET": dataset_path(cfg.dataset)})
-    info = init_distributed(cfg.device)
-    try:
-        report = _init(cfg, rank_device(dev, info), info, on_step)
-    except BaseException:
-        drop_empty_parts(parts_dir(cfg.out))
-        shutdown_distributed(info, wait=False)
-        raise
-    shutdown_distributed(info)
-    return report
+    return run_on_ranks(dev, cfg.device, parts_dir(cfg.out), lambda d, info: _init(cfg, d, info, on_step))
 
 
 def _init(cfg: InitConfig, dev, info, on_step) -> InitReport | None:
