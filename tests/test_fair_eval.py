@@ -171,3 +171,12 @@ def test_cli_flag_rules_for_baselines(tmp_path, make_digits_gsd, device):
     ok = _cli("--baseline", "random-real", "--like", path, "--arch", "convnetd1", "--epochs", "1", "--runs", "1",
               "--device", device, "-q")
     assert ok.exit_code == 0 and "ipc 1" in ok.stdout and "like" in ok.stdout, ok.output
+
+
+def test_lrs_equals_ddranking_020_output():
+    """Per-run (IOR, HLR, LRS) from the CSV DD-Ranking 0.2.0 wrote for a CIFAR-10 set (docs/export.md, λ 0.5):
+    gsdd's ``lrs`` of the same points must be DD-Ranking's number."""
+    written = [(20.300000000000004, 24.939999999999998, -0.11470625499075052),
+               (23.620000000000005, 24.959999999999994, 0.06119340985740051)]
+    for ior, hlr, lrs in written:
+        assert label_robust_score(ior, hlr, 0.5) == pytest.approx(lrs, rel=1e-12, abs=1e-15)
