@@ -20,9 +20,10 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -40,11 +41,21 @@ from gsdd_cli.core.distributed import (
 from gsdd_cli.core.errors import DivergenceError
 from gsdd_cli.core.outputs import atomic_write_bytes
 from gsdd_cli.sets.budget import make_plan, recommended_gpc
-from gsdd_cli.sets.fit import FitConfig, FitStep, default_init_lr, fit_gaussians, psnr_per_image, select_init_indices
+from gsdd_cli.sets.fit import (
+    FitConfig,
+    FitStep,
+    default_init_lr,
+    fit_gaussians,
+    psnr_per_image,
+    select_init_indices,
+)
 from gsdd_cli.sets.gaussians import GaussianImages
+from gsdd_cli.sets.select import TeacherSelect, selection_record
 
 PARAMS = ("xy", "cholesky", "rgb", "opacity")
 DEFAULT_MAX_IMAGES = 4096  # units of fit_units() when the caller gives no bound
+EXTRA = "extra."  # tensor-name prefix of a unit's extra record in its part file
+Targets = torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -54,6 +65,7 @@ class Unit:
     params: dict[str, torch.Tensor]  # fp32, CPU: xy [n·P, 2], cholesky [n·P, 3], rgb [n·P, C], opacity [n·P, 1]
     psnr: torch.Tensor  # [n] per-image score (init: PSNR in dB; sre2l: the teacher's probability of the class)
     resumed: bool = False
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # kept with the unit (init: the selection record)
 
 
 def plan_units(num_classes: int, gpc: int, max_images: int) -> list[list[int]]:
@@ -76,7 +88,9 @@ def save_unit(parts: Path, unit: Unit, key: str) -> None:
     parts.mkdir(parents=True, exist_ok=True)
     meta = {"gsdd_init_unit": json.dumps({"index": unit.index, "classes": unit.classes, "key": key})}
     # classes: the unit's class ids (init) or any JSON list that identifies the unit's images (sre2l: slots)
-    data = st_save({**{k: v.contiguous() for k, v in unit.params.items()}, "psnr": unit.psnr.contiguous()}, meta)
+    tensors = {**{k: v.contiguous() for k, v in unit.params.items()}, "psnr": unit.psnr.contiguous(),
+               **{EXTRA + k: v.contiguous() for k, v in unit.extra.items()}}
+    data = st_save(tensors, meta)
     atomic_write_bytes(_unit_path(parts, unit.index), data)
 
 
@@ -92,9 +106,11 @@ def load_unit(parts: Path, u: int, classes: list[int], key: str, names: Sequence
                 return None
             params = {k: f.get_tensor(k) for k in names}
             psnr = f.get_tensor("psnr")
+            stored = f.keys()
+            extra = {k[len(EXTRA):]: f.get_tensor(k) for k in stored if k.startswith(EXTRA)}
     except Exception:  # a torn or foreign file: fit the unit again  # noqa: BLE001
         return None
-    return Unit(u, classes, params, psnr, resumed=True)
+    return Unit(u, classes, params, psnr, resumed=True, extra=extra)
 
 
 def run_key(fields: dict[str, Any]) -> str:
@@ -103,7 +119,7 @@ def run_key(fields: dict[str, Any]) -> str:
 
 
 def fit_units(
-    targets_for: Callable[[Sequence[int]], torch.Tensor],
+    targets_for: Callable[[Sequence[int]], Targets],
     *,
     num_classes: int,
     gpc: int,
@@ -117,12 +133,15 @@ def fit_units(
     key: str = "",
     resume: bool = False,
     on_step: Callable[[FitStep], None] | None = None,
-) -> tuple[GaussianImages | None, torch.Tensor | None, dict[str, Any]]:
-    """Fit GPC images per class, unit by unit; returns (images, psnr [G], stats) on rank 0, (None, None, stats) elsewhere.
+) -> tuple[GaussianImages | None, torch.Tensor | None, dict[str, Any], dict[str, torch.Tensor]]:
+    """Fit GPC images per class, unit by unit; returns (images, psnr [G], stats, extra) on rank 0, (None,
+    None, stats, {}) elsewhere.
 
-    ``on_step`` sees the run's progress in fit steps summed over this rank's units.
+    ``targets_for(classes)`` gives the unit's targets, or (targets, extra): tensors kept with the unit
+    (in its part file, so a resumed unit has them too) and returned concatenated over the units in
+    class order. ``on_step`` sees the run's progress in fit steps summed over this rank's units.
     """
-    c, h, w = shape
+    _, h, w = shape
     units = plan_units(num_classes, gpc, max_images)
     mine = owned(len(units), info)
     total_steps = max(1, cfg.steps) * len(mine)
@@ -132,7 +151,9 @@ def fit_units(
         classes = units[u]
         unit = load_unit(parts, u, classes, key) if (parts is not None and resume) else None
         if unit is None:
-            targets = targets_for(classes).to(device)
+            got = targets_for(classes)
+            targets, extra = got if isinstance(got, tuple) else (got, {})
+            targets = targets.to(device)
             slots = torch.cat([torch.arange(k * gpc, (k + 1) * gpc) for k in classes])
             labels = torch.tensor(classes).repeat_interleave(gpc)
             base = done_steps
@@ -143,7 +164,8 @@ def fit_units(
 
             fitted = fit_gaussians(targets, points, cfg, progress, labels=labels, slots=slots)
             psnr = psnr_per_image(fitted, targets, backend=cfg.backend)
-            unit = Unit(u, classes, {k: getattr(fitted, k).detach().float().cpu() for k in PARAMS}, psnr)
+            unit = Unit(u, classes, {k: getattr(fitted, k).detach().float().cpu() for k in PARAMS}, psnr,
+                        extra=extra)
             del targets, fitted
             if not all(bool(torch.isfinite(t).all()) for t in unit.params.values()):
                 if parts is not None:  # the same settings diverge again: nothing here is worth resuming
@@ -164,19 +186,20 @@ def fit_units(
     world = max(1, info.world)
     gathered = [to_main(local.get(u), u % world, info) for u in range(len(units))]
     if not info.is_main:
-        return None, None, stats
+        return None, None, stats, {}
     params = {k: torch.cat([x.params[k] for x in gathered]) for k in PARAMS}
     labels = torch.arange(num_classes).repeat_interleave(gpc)
     images = GaussianImages(params["xy"], params["cholesky"], params["rgb"], params["opacity"], labels, h, w,
                             quantize=cfg.quantize, antialias=cfg.antialias)
     stats["units_resumed_all_ranks"] = sum(1 for x in gathered if x.resumed)
-    return images, torch.cat([x.psnr for x in gathered]), stats
+    extra = {k: torch.cat([x.extra[k] for x in gathered]) for k in gathered[0].extra} if gathered else {}
+    return images, torch.cat([x.psnr for x in gathered]), stats, extra
 
 
 @dataclass
 class InitResult:
     images: GaussianImages | None  # None on ranks other than 0
-    indices: torch.Tensor  # [G] training-set indices of the targets (class-major)
+    indices: torch.Tensor  # [G] training-set indices of the targets (class-major); teacher selection: [G·f²], of each crop
     psnr: torch.Tensor | None  # [G] per-image PSNR (dB)
     psnr_per_class: list[float]
     plan: object  # budget.Plan
@@ -205,11 +228,14 @@ def init_from_dataset(
     max_images: int | None = None,
     parts: Path | None = None,
     resume: bool = False,
+    select: TeacherSelect | None = None,
 ) -> InitResult:
     """Choose the budget plan and the target images, then fit (the whole of `gsdd init`).
 
     Without ``gpc``/``points`` the budget module's recommendation for ``algorithm`` is used.
     ``seed`` drives both the image choice and the random start point (unless ``cfg.seed`` differs).
+    Targets are GPC real images per class, or with ``select`` GPC stitched images of the teacher's
+    best crops per class (:mod:`gsdd_cli.sets.select`, chosen when the class's unit starts).
     The fit runs in units of classes (:func:`fit_units`): split over ``info``'s ranks, finished
     units kept in ``parts`` for ``resume``; rank 0 gets the whole set, the others ``images=None``.
     """
@@ -218,30 +244,50 @@ def init_from_dataset(
         gpc = recommended_gpc(ipc, h, w, c, k, algorithm)
     plan = make_plan(ipc, h, w, c, k, gpc=gpc, points=None if gpc is not None else points)
     cfg = cfg or FitConfig(seed=seed)
-    indices = select_init_indices(dataset.y_train, k, plan.gpc, seed=seed, first=first)
+    mode = "teacher" if select is not None else "first" if first else "random"
+    if select is None:
+        indices = select_init_indices(dataset.y_train, k, plan.gpc, seed=seed, first=first)
+    else:
+        select.check(dataset.y_train, k, plan.gpc, h, w)
     lr = cfg.lr if cfg.lr is not None else default_init_lr(h, w)
-    key = run_key({"what": "init", "dataset": dataset.fingerprint(), "plan": plan.to_dict(), "fit": cfg.model_dump(),
-                   "selection": "first" if first else "random", "seed": seed})
+    fields = {"what": "init", "dataset": dataset.fingerprint(), "plan": plan.to_dict(), "fit": cfg.model_dump(),
+              "selection": mode, "seed": seed}
+    key = run_key(fields if select is None else {**fields, "select": select.describe()})
 
-    def targets_for(classes: Sequence[int]) -> torch.Tensor:
-        return dataset.x_train[torch.cat([indices[q * plan.gpc:(q + 1) * plan.gpc] for q in classes])]
+    def targets_for(classes: Sequence[int]):
+        if select is None:
+            return dataset.x_train[torch.cat([indices[q * plan.gpc:(q + 1) * plan.gpc] for q in classes])]
+        sel = [select.select_class(dataset.x_train, dataset.y_train, q, plan.gpc, seed, (c, h, w)) for q in classes]
+        return torch.cat([x.images for x in sel]), {
+            "select_index": torch.cat([x.index for x in sel]), "select_boxes": torch.cat([x.boxes for x in sel]),
+            "select_score": torch.cat([x.score for x in sel]),
+            "select_candidates": torch.stack([x.candidates for x in sel]),
+            "select_seconds": torch.tensor([sum(x.seconds for x in sel)], dtype=torch.float64)}
 
     t0 = time.perf_counter()
-    images, psnr, stats = fit_units(
+    images, psnr, stats, extra = fit_units(
         targets_for, num_classes=k, gpc=plan.gpc, points=plan.points, shape=(c, h, w), cfg=cfg,
         device=torch.device(device), info=info or DistInfo(),
         max_images=max_images or default_max_images(c, h, w), parts=parts, key=key, resume=resume, on_step=on_step)
     seconds = time.perf_counter() - t0
     per_class = psnr.view(k, plan.gpc).mean(1).tolist() if psnr is not None else []
+    record: dict[str, Any] = {}
+    if select is not None:
+        indices = extra.get("select_index", torch.zeros(0, dtype=torch.long))
+        if extra:
+            record = {"select": selection_record(indices, extra["select_boxes"], extra["select_score"],
+                                                 extra["select_candidates"], float(extra["select_seconds"].sum()),
+                                                 select.describe(), select.crops)}
     config = {
         "init": {
             **cfg.model_dump(),
             "lr": lr,
-            "selection": "first" if first else "random",
+            "selection": mode,
             "selection_seed": seed,
             "indices": indices.tolist(),
             "psnr_mean": float(psnr.mean()) if psnr is not None else None,
             "units": stats,
+            **record,
         },
         "budget": plan.to_dict(),
     }
@@ -276,5 +322,19 @@ def remove_parts(parts: Path | None, info: DistInfo) -> None:
         shutil.rmtree(parts, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_MAX_IMAGES", "InitResult", "drop_empty_parts", "Unit", "default_max_images", "fit_units", "init_from_dataset", "parts_dir", "load_unit", "plan_units", "remove_parts", "run_on_ranks", "save_unit",
-           "run_key"]
+__all__ = [
+    "DEFAULT_MAX_IMAGES",
+    "InitResult",
+    "Unit",
+    "default_max_images",
+    "drop_empty_parts",
+    "fit_units",
+    "init_from_dataset",
+    "load_unit",
+    "parts_dir",
+    "plan_units",
+    "remove_parts",
+    "run_key",
+    "run_on_ranks",
+    "save_unit",
+]

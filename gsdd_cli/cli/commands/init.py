@@ -24,6 +24,7 @@ def init(cfg: InitConfig, flags: OutputFlags) -> None:
     Examples:
       gsdd init digits --ipc 1 --steps 300 --out digits-init.gsd
       gsdd init cifar10 --ipc 10 --out c10-init.gsd            # GPC 160, 42 points, 50 000 steps
+      gsdd init imagenette --ipc 10 --select teacher --teacher resnet18 --out nette-rded.gsd
       torchrun --nproc-per-node 8 -m gsdd_cli init imagenet1k --ipc 10 --out in1k-init.gsd
     """
     with make_progress(flags.quiet) as progress:
@@ -44,6 +45,11 @@ def init(cfg: InitConfig, flags: OutputFlags) -> None:
         table.add_row(str(c), name, f"{p:.2f}")
     table.add_row("", "[bold]mean[/]", f"[bold]{float(r.psnr.mean()):.2f}[/]")
     out.print(table)
+    sel = report.selection()
+    if sel is not None:
+        out.print(f"teacher's mean probability of the class: {sel['prob_kept_mean']:.3f} on the kept crops vs "
+                  f"{sel['prob_candidates_mean']:.3f} on all {sel['candidate_crops']:,} candidate crops "
+                  f"(selection {sel['seconds']:.1f} s)")
     out.print(f"wrote {cfg.out} ({r.plan.num_images} images, {report.payload_bytes:,} bytes) in {r.seconds:.1f} s")
 
 
